@@ -1,0 +1,79 @@
+"""Settings: every knob is an environment variable with the ``TSM_`` prefix (see ``.env.example``)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_STORAGE = Path("storage")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TSM_", env_file=".env", extra="ignore")
+
+    # Where the service keeps its own state. Empty = SQLite file inside the storage dir.
+    database_url: str = ""
+    storage_dir: Path = DEFAULT_STORAGE
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+
+    # Security
+    auth_required: bool = False
+
+    # Task engine
+    max_concurrent_tasks: int = Field(4, ge=1)
+    max_active_tasks_per_owner: int = Field(100, ge=1)
+    lease_seconds: float = Field(30.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)
+    progress_interval: float = Field(0.5, gt=0)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_backoff_seconds: float = Field(2.0, ge=0)
+    kind_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Data namespace for imported tables (PostgreSQL schema prefix / SQLite file folder)
+    data_namespace: str = Field("data", pattern=r"^[a-z][a-z0-9_]{0,30}$")
+
+    # Limits
+    max_upload_bytes: int = Field(100 * 1024**3, ge=1)
+    max_open_uploads_per_owner: int = Field(20, ge=1)
+    max_storage_bytes_per_owner: int = Field(500 * 1024**3, ge=1)
+    upload_expiry_seconds: int = Field(7 * 24 * 3600, ge=60)
+    max_chunk_bytes: int = Field(8 * 1024**3, ge=1)
+
+    # Imports / exports
+    import_batch_bytes: int = Field(8 * 1024**2, ge=1024)
+    export_page_rows: int = Field(50_000, ge=1)
+
+    @field_validator("kind_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        # Environment variables are plain strings: accept "a.b,c.d" as well as JSON lists.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.storage_dir / 'tsm.sqlite3').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

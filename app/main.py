@@ -1,0 +1,80 @@
+"""The FastAPI application: ``create_app()`` and the lifespan that owns every long-lived part.
+
+lifespan: storage dir → database engine → migrations → kinds → event bus → task engine
+          (→ LISTEN/NOTIFY on PostgreSQL); torn down in reverse, tasks requeued gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.db import Database
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.migrate import upgrade
+from app.routers import health, tasks
+from app.services.bus import EventBus, PgListener, asyncpg_dsn
+from app.services.engine import TaskEngine
+from app.services.kinds import load_kinds
+
+logger = logging.getLogger("tsm")
+
+DESCRIPTION = """
+Start long-running data work — uploads, downloads, CSV imports, table exports, any long
+process — then **pause**, **resume** or **cancel** it at any moment, losing nothing, and
+watch its progress.
+
+Authenticate with **Authorize** and an API key (`tsm-server keys create OWNER`) when the
+server requires it. Errors are RFC 9457 problem details.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.effective_database_url)
+        await upgrade(database.engine)
+        load_kinds(settings.kind_modules)
+        bus = EventBus()
+        engine = TaskEngine(database, settings, bus)
+        app.state.settings = settings
+        app.state.database = database
+        app.state.bus = bus
+        app.state.engine = engine
+        listener = None
+        if database.is_postgres:
+            listener = PgListener(asyncpg_dsn(settings.effective_database_url), engine.on_notification)
+            listener.start()
+        await engine.start()
+        if not settings.auth_required:
+            logger.warning("authentication is off: every request without a key acts as owner 'local'")
+        logger.info("ready: database=%s worker=%s", database.dialect, engine.worker_id)
+        try:
+            yield
+        finally:
+            await engine.stop()
+            if listener is not None:
+                await listener.stop()
+            await database.dispose()
+
+    app = FastAPI(
+        title="Task State Manager",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    return app

@@ -1,0 +1,107 @@
+"""Request and response models (``XCreate`` in, ``XRead`` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import Task
+from app.services import states as S
+
+TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "process", "params": {"steps": 20, "step_seconds": 1.5}}]},
+    )
+
+    kind: str = Field(description="A registered task kind; `GET /tasks/kinds` lists them.", examples=["process"])
+    params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters.")
+    max_attempts: int | None = Field(
+        None, ge=1, le=100, description="Runs allowed before the task fails (default from settings)."
+    )
+
+
+class Progress(BaseModel):
+    done: float
+    total: float | None
+    unit: str
+    percent: float | None = Field(description="done / total × 100, when the total is known.")
+    rate: float | None = Field(description="Units per second over the last few seconds.")
+    eta_seconds: float | None = Field(description="Estimated seconds to finish at the current rate.")
+    updated_at: datetime | None
+
+
+class TaskRead(BaseModel):
+    id: str
+    owner: str
+    kind: str
+    params: dict[str, Any]
+    state: TaskState
+    control: Literal["pause", "cancel"] | None = Field(description="A pending control request.")
+    progress: Progress
+    checkpoint: dict[str, Any] | None = Field(description="The last committed checkpoint.")
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    paused_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_task(cls, task: Task) -> TaskRead:
+        total = task.progress_total
+        done = task.progress_done or 0
+        percent = round(min(100.0, 100.0 * done / total), 2) if total else None
+        rate = task.progress_rate if task.state in S.HELD_BY_RUNNER else None
+        eta = (max(0.0, total - done) / rate) if (total and rate) else None
+        return cls(
+            id=task.id,
+            owner=task.owner,
+            kind=task.kind,
+            params=task.params,
+            state=task.state,  # type: ignore[arg-type]
+            control=task.control,  # type: ignore[arg-type]
+            progress=Progress(
+                done=done,
+                total=total,
+                unit=task.progress_unit,
+                percent=percent,
+                rate=rate,
+                eta_seconds=round(eta, 1) if eta is not None else None,
+                updated_at=task.progress_at,
+            ),
+            checkpoint=task.checkpoint,
+            result=task.result,
+            error=task.error,
+            attempts=task.attempts,
+            max_attempts=task.max_attempts,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            started_at=task.started_at,
+            paused_at=task.paused_at,
+            finished_at=task.finished_at,
+        )
+
+
+class TaskPage(BaseModel):
+    items: list[TaskRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
+
+
+class KindRead(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+
+
+class HealthRead(BaseModel):
+    status: Literal["ok"]
+    database: str | None = None

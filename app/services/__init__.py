@@ -1,0 +1,1 @@
+"""Business logic: no HTTP here."""

@@ -1,0 +1,402 @@
+"""The task engine: claims queued tasks, runs them under a lease, and settles how they end.
+
+    claim loop ── FOR UPDATE SKIP LOCKED ──▶ run kind (asyncio task) ──▶ settle from the row
+    heartbeat  ── renew leases, read `control` (the fallback for a missed signal), reap expired
+    progress   ── write throttled progress of running tasks
+
+Replicas share nothing but the database: a task belongs to whoever holds an unexpired
+lease, and every write a runner makes is fenced by its lease token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+
+from app.config import Settings
+from app.db import Database
+from app.models import Task, TaskEvent, utcnow
+from app.services import states as S
+from app.services.bus import EventBus, notify
+from app.services.kinds import TaskKind, registry
+from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
+
+logger = logging.getLogger("tsm.engine")
+
+MAX_SETTLE_ROUNDS = 5
+
+
+@dataclass
+class Running:
+    task: asyncio.Task[None]
+    ctx: TaskContext
+
+
+class TaskEngine:
+    def __init__(self, database: Database, settings: Settings, bus: EventBus) -> None:
+        self.database = database
+        self.settings = settings
+        self.bus = bus
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[str, Running] = {}
+        self.shutting_down = False
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(settings.max_concurrent_tasks)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.database.is_postgres:
+            # SQLite is single-process: whatever a previous process held, it holds no more.
+            async with self.database.sessionmaker.begin() as session:
+                await session.execute(
+                    update(Task)
+                    .where(Task.state.in_(S.HELD_BY_RUNNER), Task.lease_token.is_not(None))
+                    .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+                )
+        await self.reap_expired()
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="tsm-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="tsm-heartbeat"),
+            asyncio.create_task(self._progress_loop(), name="tsm-progress"),
+        ]
+
+    async def stop(self) -> None:
+        """Graceful stop: running tasks stop at their next checkpoint and go back to the queue."""
+        self.shutting_down = True
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        tasks = [r.task for r in self.running.values()]
+        for running in self.running.values():
+            running.ctx.stop_event.set()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+            for task in pending:  # past the grace period: drop work since the last checkpoint
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def signal(self, task_id: str) -> None:
+        """A control request for ``task_id`` was committed: wake its runner if it is here."""
+        running = self.running.get(task_id)
+        if running is not None:
+            running.ctx.stop_event.set()
+        self.bus.publish(task_id)
+        self.wake()
+
+    def on_notification(self, payload: str) -> None:
+        kind, _, key = payload.partition(":")
+        if kind == "control":
+            self.signal(key)
+        elif kind == "task":
+            self.bus.publish(key)
+        elif kind == "wake":
+            self.wake()
+
+    # -- claiming -----------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                await self._slots.acquire()
+                task = await self._claim_one()
+                if task is None:
+                    self._slots.release()
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                    continue
+                handle = asyncio.create_task(self._run(task), name=f"tsm-task-{task.id}")
+                handle.add_done_callback(lambda _t: self._slots.release())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("claim loop error; retrying")
+                self._slots.release()
+                await asyncio.sleep(self.settings.poll_interval)
+
+    def _claimable(self, now: Any) -> Any:
+        return or_(
+            and_(Task.state == S.QUEUED, or_(Task.run_after.is_(None), Task.run_after <= now)),
+            and_(
+                Task.state == S.CANCELLING,
+                or_(Task.lease_expires_at.is_(None), Task.lease_expires_at < now),
+            ),
+        )
+
+    async def _claim_one(self) -> Task | None:
+        now = utcnow()
+        token = str(uuid.uuid4())
+        async with self.database.sessionmaker.begin() as session:
+            candidate = (
+                select(Task.id)
+                .where(self._claimable(now))
+                .order_by(Task.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            task_id = (await session.execute(candidate)).scalar_one_or_none()
+            if task_id is None:
+                return None
+            was_queued = Task.state == S.QUEUED
+            result = await session.execute(
+                update(Task)
+                .where(Task.id == task_id, self._claimable(now))
+                .values(
+                    state=case((was_queued, S.RUNNING), else_=Task.state),
+                    attempts=case((was_queued, Task.attempts + 1), else_=Task.attempts),
+                    started_at=func.coalesce(Task.started_at, now),
+                    lease_owner=self.worker_id,
+                    lease_token=token,
+                    lease_expires_at=now + self.lease,
+                    run_after=None,
+                    updated_at=now,
+                )
+                .returning(Task)
+                .execution_options(synchronize_session=False)
+            )
+            task = result.scalar_one_or_none()
+            if task is None:
+                return None
+            if task.state == S.RUNNING:
+                await self._record(session, task.id, S.RUNNING, f"claimed by {self.worker_id}")
+        self.bus.publish(task.id)
+        return task
+
+    # -- running ------------------------------------------------------------------------
+    async def _run(self, task: Task) -> None:
+        assert task.lease_token is not None
+        ctx = TaskContext(self, task, task.lease_token)
+        self.running[task.id] = Running(asyncio.current_task(), ctx)  # type: ignore[arg-type]
+        kind = registry.get(task.kind)
+        try:
+            if kind is None:
+                ctx.attempts = ctx.max_attempts  # retrying cannot make an unknown kind known
+                await self._settle(ctx, None, None, error=f"unknown task kind {task.kind!r}")
+                return
+            params = kind.params_model.model_validate(task.params)
+            if task.state == S.CANCELLING:
+                await self._settle(ctx, kind, params)
+                return
+            try:
+                result = await kind.run(params, task.checkpoint, ctx)
+            except LeaseLost:
+                logger.warning("task %s: lease lost; another runner owns it now", task.id)
+            except TaskInterrupt:
+                await self._settle(ctx, kind, params)
+            except Exception as exc:  # the kind failed: keep its message, maybe retry
+                logger.info("task %s failed: %r", task.id, exc)
+                await self._settle(ctx, kind, params, error=str(exc) or type(exc).__name__)
+            else:
+                await self._settle(ctx, kind, params, result=result, finished=True)
+        except LeaseLost:
+            logger.warning("task %s: lease lost while settling", task.id)
+        except asyncio.CancelledError:
+            # Hard stop (shutdown grace exceeded, or the lease is gone): the row still holds the
+            # last checkpoint; hand the task back unless someone else already owns it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._settle(ctx, None, None))
+            raise
+        except Exception:
+            logger.exception("task %s: engine error", task.id)
+        finally:
+            self.running.pop(task.id, None)
+            self.wake()
+
+    async def _settle(
+        self,
+        ctx: TaskContext,
+        kind: TaskKind[Any] | None,
+        params: Any,
+        *,
+        result: Any = None,
+        finished: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """Decide the task's next state from its row, and move it there with a fenced UPDATE."""
+        for _ in range(MAX_SETTLE_ROUNDS):
+            async with self.database.sessionmaker() as session:
+                state = (
+                    await session.execute(
+                        select(Task.state).where(Task.id == ctx.task_id, Task.lease_token == ctx.lease_token)
+                    )
+                ).scalar_one_or_none()
+            if state is None:
+                raise LeaseLost
+            if state == S.CANCELLING and not finished and kind is not None and not self.shutting_down:
+                await kind.cleanup(params, ctx.checkpoint_state, ctx)
+            target, values, message = self._next(ctx, state, result, finished, error, kind is not None)
+            if await self._move(ctx, state, target, values, message):
+                return
+        raise LeaseLost
+
+    def _next(
+        self,
+        ctx: TaskContext,
+        state: str,
+        result: Any,
+        finished: bool,
+        error: str | None,
+        cleanup_ran: bool,
+    ) -> tuple[str, dict[str, Any], str | None]:
+        now = utcnow()
+        if finished:  # a task that finished before it saw a pause or cancel stays finished
+            value = result if isinstance(result, dict) or result is None else {"value": result}
+            return S.SUCCEEDED, {"result": value, "finished_at": now, "control": None}, None
+        if error is not None and state != S.CANCELLING:
+            attempts_left = ctx.attempts < ctx.max_attempts
+            if attempts_left and state == S.RUNNING:
+                delay = self.settings.retry_backoff_seconds * 2 ** max(0, ctx.attempts - 1)
+                values = {"error": error, "run_after": now + timedelta(seconds=delay)}
+                return S.QUEUED, values, f"attempt {ctx.attempts} failed: {error}; retrying in {delay:g}s"
+            if attempts_left:  # failed while pausing: keep the retry for the resume
+                return S.PAUSED, {"error": error, "paused_at": now, "control": None}, error
+            return S.FAILED, {"error": error, "finished_at": now, "control": None}, error
+        if self.shutting_down or not cleanup_ran:
+            if state == S.PAUSING:
+                return S.PAUSED, {"paused_at": now, "control": None}, None
+            if state == S.CANCELLING:  # cleanup happens when the next runner claims it
+                return S.CANCELLING, {}, "runner stopped before cleanup"
+            return S.QUEUED, {"attempts": Task.attempts - 1}, "requeued by shutdown"
+        if state == S.PAUSING:
+            return S.PAUSED, {"paused_at": now, "control": None}, None
+        if state == S.CANCELLING:
+            return S.CANCELLED, {"finished_at": now, "control": None}, None
+        # Pause withdrawn by a resume before the runner acted: run again from the checkpoint.
+        return S.QUEUED, {"attempts": Task.attempts - 1}, "resumed before pausing"
+
+    async def _move(
+        self, ctx: TaskContext, source: str, target: str, values: dict[str, Any], message: str | None
+    ) -> bool:
+        now = utcnow()
+        async with self.database.sessionmaker.begin() as session:
+            moved = await session.execute(
+                update(Task)
+                .where(Task.id == ctx.task_id, Task.lease_token == ctx.lease_token, Task.state == source)
+                .values(
+                    state=target,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    **(ctx.progress_values() if target != S.CANCELLING else {}),
+                    **values,
+                )
+                .returning(Task.id)
+            )
+            if moved.first() is None:
+                return False
+            if target != source or message:
+                await self._record(session, ctx.task_id, target, message)
+            if target in (S.QUEUED, S.CANCELLING):
+                await notify(session, "wake")
+        self.bus.publish(ctx.task_id)
+        if target in (S.QUEUED, S.CANCELLING):
+            self.wake()
+        return True
+
+    async def _record(self, session: Any, task_id: str, state: str, message: str | None) -> None:
+        await session.execute(insert(TaskEvent).values(task_id=task_id, state=state, message=message, at=utcnow()))
+        await notify(session, f"task:{task_id}")
+
+    # -- heartbeat, reaper, progress -----------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.heartbeat()
+                await self.reap_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("heartbeat failed; retrying")
+
+    async def heartbeat(self) -> None:
+        now = utcnow()
+        for task_id, running in list(self.running.items()):
+            async with self.database.sessionmaker.begin() as session:
+                row = (
+                    await session.execute(
+                        update(Task)
+                        .where(Task.id == task_id, Task.lease_token == running.ctx.lease_token)
+                        .values(lease_expires_at=now + self.lease)
+                        .returning(Task.control)
+                    )
+                ).first()
+            if row is None:  # someone else owns it now: stop at once, write nothing
+                running.task.cancel()
+            elif row.control is not None:
+                running.ctx.stop_event.set()
+
+    async def reap_expired(self) -> None:
+        """Hand back tasks whose runner vanished: running → queued (from its checkpoint),
+        pausing → paused; cancelling tasks are claimed directly once their lease is stale."""
+        now = utcnow()
+        expired = and_(Task.lease_expires_at.is_not(None), Task.lease_expires_at < now)
+        cleared = {"lease_owner": None, "lease_token": None, "lease_expires_at": None, "updated_at": now}
+        async with self.database.sessionmaker.begin() as session:
+            plans = (
+                (S.RUNNING, S.QUEUED, {}, "runner lost; resuming from checkpoint"),
+                (S.PAUSING, S.PAUSED, {"paused_at": now, "control": None}, "runner lost while pausing"),
+            )
+            reaped: list[str] = []
+            for source, target, values, message in plans:
+                rows = await session.execute(
+                    update(Task)
+                    .where(Task.state == source, expired)
+                    .values(state=target, **cleared, **values)
+                    .returning(Task.id)
+                )
+                for (task_id,) in rows.all():
+                    reaped.append(task_id)
+                    await self._record(session, task_id, target, message)
+            if reaped:
+                await notify(session, "wake")
+        for task_id in reaped:
+            self.bus.publish(task_id)
+        if reaped:
+            self.wake()
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            try:
+                await self.flush_progress()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("progress flush failed")
+
+    async def flush_progress(self) -> None:
+        for task_id, running in list(self.running.items()):
+            ctx = running.ctx
+            if not ctx.progress_dirty:
+                continue
+            ctx.progress_dirty = False
+            async with self.database.sessionmaker.begin() as session:
+                await session.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.lease_token == ctx.lease_token)
+                    .values(**ctx.progress_values())
+                )
+                await notify(session, f"task:{task_id}")
+            self.bus.publish(task_id)

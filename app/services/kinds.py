@@ -1,0 +1,116 @@
+"""Task kinds: named plug-ins that do the actual work.
+
+A kind is a class registered under a name::
+
+    @task_kind("process")
+    class Process(TaskKind[ProcessParams]):
+        params_model = ProcessParams
+
+        async def run(self, params, checkpoint, ctx):   # checkpoint: last saved state or None
+            ...
+            await ctx.checkpoint({"step": n}, done=n)    # commit, then maybe pause/stop here
+
+        async def cleanup(self, params, checkpoint, ctx):  # on cancel: remove what run() made
+            ...
+
+Built-in kinds register exactly like a user's: with the decorator in a module named by
+``TSM_KIND_MODULES``, or through the ``tsm.kinds`` entry-point group of an installed package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.auth import Principal
+    from app.services.runner import TaskContext
+
+logger = logging.getLogger("tsm.kinds")
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class KindParams(BaseModel):
+    """Base for a kind's parameters: unknown fields are a mistake, not something to ignore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskKind(Generic[P]):
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]] = KindParams
+    description: ClassVar[str] = ""
+
+    async def prepare(self, params: P, principal: Principal, session: AsyncSession) -> None:
+        """Check, at creation time, what can be known before running (raise a TSMError)."""
+
+    async def run(self, params: P, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
+        raise NotImplementedError
+
+    async def cleanup(self, params: P, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
+        """Remove everything the task made; runs on cancel."""
+
+
+class KindRegistry:
+    def __init__(self) -> None:
+        self._kinds: dict[str, TaskKind[Any]] = {}
+
+    def register(self, name: str, kind: type[TaskKind[Any]]) -> None:
+        if name in self._kinds and type(self._kinds[name]) is not kind:
+            raise ValueError(f"task kind {name!r} is already registered")
+        kind.name = name
+        self._kinds[name] = kind()
+
+    def get(self, name: str) -> TaskKind[Any] | None:
+        return self._kinds.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def all(self) -> dict[str, TaskKind[Any]]:
+        return dict(self._kinds)
+
+
+registry = KindRegistry()
+
+K = TypeVar("K", bound=type[TaskKind[Any]])
+
+
+def task_kind(name: str) -> Any:
+    """Class decorator registering a task kind under ``name``."""
+
+    def decorate(cls: K) -> K:
+        registry.register(name, cls)
+        return cls
+
+    return decorate
+
+
+BUILTIN_MODULES = ("app.services.process",)
+OPTIONAL_BUILTINS = ("app.services.imports", "app.services.exports")
+
+
+def load_kinds(extra_modules: list[str] | tuple[str, ...] = ()) -> None:
+    """Import built-in kinds, configured modules and installed ``tsm.kinds`` entry points."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for module in OPTIONAL_BUILTINS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    for module in extra_modules:
+        importlib.import_module(module)
+    for entry in entry_points(group="tsm.kinds"):
+        try:
+            entry.load()
+        except Exception:  # one broken plug-in must not keep the service down
+            logger.exception("could not load task kind plug-in %s", entry.name)

@@ -1,0 +1,210 @@
+"""Tasks as the API sees them: create, find, control (pause / resume / cancel) and watch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable
+from app.models import Task, TaskEvent, utcnow
+from app.schemas import TaskCreate, TaskRead
+from app.services import states as S
+from app.services.bus import notify
+from app.services.engine import TaskEngine
+from app.services.keys import Principal
+from app.services.kinds import registry
+
+KEEPALIVE_SECONDS = 15.0
+
+
+def _visible(principal: Principal) -> Any:
+    return True if principal.is_admin else Task.owner == principal.owner
+
+
+def format_validation_error(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join([prefix, *(str(p) for p in error["loc"])])
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+async def _check_active_limit(session: AsyncSession, owner: str, limit: int) -> None:
+    active = await session.scalar(
+        select(func.count()).select_from(Task).where(Task.owner == owner, Task.state.in_(S.ACTIVE))
+    )
+    if (active or 0) >= limit:
+        raise TooManyRequests(f"owner {owner!r} already has {active} active tasks (limit {limit})")
+
+
+async def create_task(session: AsyncSession, engine: TaskEngine, principal: Principal, body: TaskCreate) -> Task:
+    kind = registry.get(body.kind)
+    if kind is None:
+        raise Unprocessable(
+            f"unknown task kind {body.kind!r}; known kinds: {', '.join(registry.names())}",
+            known_kinds=registry.names(),
+        )
+    try:
+        params = kind.params_model.model_validate(body.params)
+    except ValidationError as exc:
+        raise Unprocessable(format_validation_error(exc, "params")) from None
+    await _check_active_limit(session, principal.owner, engine.settings.max_active_tasks_per_owner)
+    await kind.prepare(params, principal, session)
+    now = utcnow()
+    task = Task(
+        owner=principal.owner,
+        kind=body.kind,
+        params=params.model_dump(mode="json"),
+        state=S.QUEUED,
+        max_attempts=body.max_attempts or engine.settings.max_attempts,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(task)
+    await session.flush()
+    await session.execute(insert(TaskEvent).values(task_id=task.id, state=S.QUEUED, at=now))
+    await notify(session, "wake")
+    await session.commit()
+    engine.wake()
+    return task
+
+
+async def get_task(session: AsyncSession, principal: Principal, task_id: str) -> Task:
+    task = (await session.execute(select(Task).where(Task.id == task_id, _visible(principal)))).scalar_one_or_none()
+    if task is None:
+        raise NotFound(f"no task with id {task_id!r}")
+    return task
+
+
+def _encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, task_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), task_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page") from None
+
+
+async def list_tasks(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    state: str | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Task], str | None]:
+    query = select(Task).where(_visible(principal))
+    if state is not None:
+        query = query.where(Task.state == state)
+    if kind is not None:
+        query = query.where(Task.kind == kind)
+    if cursor is not None:
+        created, task_id = _decode_cursor(cursor)
+        query = query.where(or_(Task.created_at < created, and_(Task.created_at == created, Task.id < task_id)))
+    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+    tasks = list((await session.execute(query)).scalars())
+    next_cursor = _encode_cursor(tasks[limit - 1]) if len(tasks) > limit else None
+    return tasks[:limit], next_cursor
+
+
+async def control_task(
+    session: AsyncSession, engine: TaskEngine, principal: Principal, task_id: str, action: str
+) -> Task:
+    """Apply pause / resume / cancel with one conditional UPDATE per rule; 409 if none applies."""
+    spec = S.ACTIONS[action]
+    task = await get_task(session, principal, task_id)
+    if action == "resume" and task.state == S.PAUSED:
+        await _check_active_limit(session, task.owner, engine.settings.max_active_tasks_per_owner)
+    now = utcnow()
+    for rule in spec.rules:
+        values: dict[str, Any] = {"state": rule.target, "control": rule.control, "updated_at": now}
+        if rule.release_lease:
+            values.update(lease_owner=None, lease_token=None, lease_expires_at=None)
+        if rule.target == S.PAUSED:
+            values["paused_at"] = now
+        moved = (
+            await session.execute(
+                update(Task)
+                .where(Task.id == task.id, Task.state.in_(rule.sources))
+                .values(**values)
+                .returning(Task)
+                .execution_options(synchronize_session=False, populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if moved is not None:
+            await session.execute(
+                insert(TaskEvent).values(task_id=task.id, state=rule.target, at=now, message=f"{action} requested")
+            )
+            await notify(session, f"control:{task.id}")
+            await session.commit()
+            engine.signal(task.id)
+            return moved
+    await session.refresh(task)
+    if task.state in spec.already:
+        return task
+    raise Conflict(f"cannot {action} a task that is {task.state}", current_state=task.state)
+
+
+@dataclass
+class StreamEvent:
+    event: str  # "state", "progress", "end" or "ping"
+    data: dict[str, Any]
+    id: int | None = None
+
+
+async def watch_task(
+    engine: TaskEngine, principal: Principal, task_id: str, last_event_id: int = 0
+) -> AsyncIterator[StreamEvent]:
+    """Every state change (replayed after ``last_event_id``), throttled progress, then "end"."""
+    last_progress: tuple[Any, ...] | None = None
+    idle = 0.0
+    with engine.bus.subscribe(task_id) as changed:
+        while True:
+            changed.clear()
+            async with engine.database.sessionmaker() as session:
+                task = await get_task(session, principal, task_id)
+                events = (
+                    await session.execute(
+                        select(TaskEvent)
+                        .where(TaskEvent.task_id == task_id, TaskEvent.id > last_event_id)
+                        .order_by(TaskEvent.id)
+                    )
+                ).scalars()
+                for item in events:
+                    last_event_id = item.id
+                    yield StreamEvent(
+                        "state",
+                        {"state": item.state, "message": item.message, "at": item.at.isoformat()},
+                        item.id,
+                    )
+            snapshot = TaskRead.from_task(task)
+            progress_key = (task.progress_done, task.progress_total, task.state)
+            if progress_key != last_progress:
+                last_progress = progress_key
+                yield StreamEvent("progress", {"state": task.state, **snapshot.progress.model_dump(mode="json")})
+            if task.state in S.TERMINAL:
+                yield StreamEvent("end", snapshot.model_dump(mode="json"))
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), engine.settings.poll_interval)
+                idle = 0.0
+            except TimeoutError:
+                idle += engine.settings.poll_interval
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    yield StreamEvent("ping", {})
