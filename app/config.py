@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     kind_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Data namespace for imported tables (PostgreSQL schema prefix / SQLite file folder)
-    data_namespace: str = Field("data", pattern=r"^[a-z][a-z0-9_]{0,30}$")
+    data_namespace: str = Field("data", pattern=r"^[a-z][a-z0-9_]{0,15}$")
 
     # Limits
     max_upload_bytes: int = Field(100 * 1024**3, ge=1)

@@ -22,6 +22,7 @@ from app.routers import health, tasks
 from app.services.bus import EventBus, PgListener, asyncpg_dsn
 from app.services.engine import TaskEngine
 from app.services.kinds import load_kinds
+from app.services.storage import ensure_dirs
 
 logger = logging.getLogger("tsm")
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.storage_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dirs(settings)
         database = Database(settings.effective_database_url)
         await upgrade(database.engine)
         load_kinds(settings.kind_modules)

@@ -23,7 +23,8 @@ from app.config import Settings
 from app.main import create_app
 
 PG_ADMIN_URL = os.environ.get("TSM_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-PG_TEST_DB = "tsm_pytest"
+# One database per test session, so that parallel runs never meet.
+PG_TEST_DB = f"tsm_pytest_{os.getpid()}"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -48,15 +49,24 @@ async def _reset_pg_database() -> str | None:
     return make_url(PG_ADMIN_URL).set(database=PG_TEST_DB).render_as_string(hide_password=False)
 
 
+async def _drop_pg_database() -> None:
+    conn = await asyncpg.connect(_dsn(PG_ADMIN_URL), timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
-def pg_url() -> str:
+def pg_url() -> Any:
     url = asyncio.run(_reset_pg_database())
     if url is None:
         message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}"
         if IN_CI:
             pytest.fail(f"{message}; CI requires the PostgreSQL tests to run")
         pytest.skip(message)
-    return url
+    yield url
+    asyncio.run(_drop_pg_database())
 
 
 async def _clean_pg(url: str) -> None:
