@@ -1,38 +1,148 @@
-"""Logging: plain text by default, one JSON object per line with ``TSM_LOG_JSON=true``."""
+"""Logging: plain text by default, one JSON object per line with ``TSM_LOG_JSON=true``.
+
+Every line says whose work it is about, without any call site passing it along:
+
+    request middleware ── sets request_id (and the ASGI scope) ─┐
+    task runner        ── sets task_id and owner ───────────────┼─▶ ContextFilter ─▶ record fields
+    route matched      ── scope["path_params"]["task_id"] ──────┘    (read when a line is logged)
+
+The values live in context variables, so each request and each running task (an asyncio task
+of its own) sees only its own; the filter sits on the handler, so lines from every logger
+(``tsm.*``, ``uvicorn.*``, a plug-in kind's own) get them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from app.config import Settings
 
+CONTEXT_FIELDS = ("request_id", "owner", "task_id")
+
+_request_id: ContextVar[str | None] = ContextVar("tsm_request_id", default=None)
+_owner: ContextVar[str | None] = ContextVar("tsm_owner", default=None)
+_task_id: ContextVar[str | None] = ContextVar("tsm_task_id", default=None)
+# The request's ASGI scope: the router fills in path_params after the middleware has run,
+# so a line logged inside an endpoint for /tasks/{task_id} can still name its task.
+_scope: ContextVar[MutableMapping[str, Any] | None] = ContextVar("tsm_scope", default=None)
+
+# Attributes every LogRecord has; anything else on a record was passed through ``extra=``.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+@contextmanager
+def request_context(request_id: str, scope: MutableMapping[str, Any] | None = None) -> Iterator[None]:
+    """Mark the current context as serving one request; restore the previous context after."""
+    tokens = (
+        (_request_id, _request_id.set(request_id)),
+        (_scope, _scope.set(scope)),
+        (_owner, _owner.set(None)),
+        (_task_id, _task_id.set(None)),
+    )
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def bind(*, owner: str | None = None, task_id: str | None = None) -> None:
+    """Mark the current context as acting for ``owner`` and/or on ``task_id``."""
+    if owner is not None:
+        _owner.set(owner)
+    if task_id is not None:
+        _task_id.set(task_id)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def context_fields() -> dict[str, str]:
+    """The request id, owner and task id of the current context (those that are known)."""
+    fields = {"request_id": _request_id.get(), "owner": _owner.get(), "task_id": _task_id.get()}
+    scope = _scope.get()
+    if fields["task_id"] is None and scope is not None:
+        task_id = (scope.get("path_params") or {}).get("task_id")
+        if isinstance(task_id, str):
+            fields["task_id"] = task_id
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+class ContextFilter(logging.Filter):
+    """Copies the context's fields onto each record (explicit ``extra=`` values win)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in context_fields().items():
+            if getattr(record, key, None) is None:
+                setattr(record, key, value)
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_") and value is not None
+    }
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context fields and ``extra=``."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "owner", "task_id"):
-            value = getattr(record, key, None)
-            if value is not None:
-                entry[key] = value
+        for key, value in _extras(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
-    if settings.log_json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("tsm")
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    root.propagate = False
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message [request_id=… owner=… task_id=…]``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        tags = " ".join(f"{key}={getattr(record, key)}" for key in CONTEXT_FIELDS if getattr(record, key, None))
+        if not tags:
+            return line
+        head, sep, tail = line.partition("\n")  # keep a traceback below the tagged line
+        return f"{head} [{tags}]{sep}{tail}"
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """Route the service's and uvicorn's loggers through one handler with the context filter.
+
+    uvicorn's own access log is switched off: ``tsm.access`` (see app/middleware.py) replaces it
+    with lines that carry the request id, the route and the duration.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
+    handler.addFilter(ContextFilter())
+    level = settings.log_level.upper()
+    for name in ("tsm", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    access.disabled = True
+    return handler

@@ -17,8 +17,10 @@ from app.config import Settings, get_settings
 from app.db import Database
 from app.errors import install_error_handlers
 from app.logs import configure_logging
+from app.middleware import RequestContextMiddleware
 from app.migrate import upgrade
 from app.routers import health, tasks
+from app.routers import metrics as metrics_router
 from app.services.bus import EventBus, PgListener, asyncpg_dsn
 from app.services.engine import TaskEngine
 from app.services.kinds import load_kinds
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_router.router)
     app.include_router(tasks.router)
     return app

@@ -24,6 +24,8 @@ from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from app.config import Settings
 from app.db import Database
+from app.logs import bind
+from app.metrics import observe_control_latency
 from app.models import Task, TaskEvent, utcnow
 from app.services import states as S
 from app.services.bus import EventBus, notify
@@ -185,6 +187,8 @@ class TaskEngine:
     async def _run(self, task: Task) -> None:
         assert task.lease_token is not None
         ctx = TaskContext(self, task, task.lease_token)
+        bind(owner=task.owner, task_id=task.id)  # every line this runner (and its kind) logs names the task
+        logger.info("%s task %s (attempt %d)", task.kind, task.state, task.attempts)
         self.running[task.id] = Running(asyncio.current_task(), ctx)  # type: ignore[arg-type]
         kind = registry.get(task.kind)
         try:
@@ -306,8 +310,11 @@ class TaskEngine:
                 return False
             if target != source or message:
                 await self._record(session, ctx.task_id, target, message)
+            if target in (S.PAUSED, S.CANCELLED):  # the runner acted on a pause / cancel request
+                await observe_control_latency(session, ctx.task_id, ctx.kind, source, now)
             if target in (S.QUEUED, S.CANCELLING):
                 await notify(session, "wake")
+        logger.info("%s → %s%s", source, target, f" ({message})" if message else "")
         self.bus.publish(ctx.task_id)
         if target in (S.QUEUED, S.CANCELLING):
             self.wake()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.metrics import CHECKPOINT_SECONDS
 from app.models import Task, utcnow
 from app.services.bus import notify
 
@@ -48,6 +49,7 @@ class TaskContext:
     ) -> None:
         self.engine = engine
         self.task_id = task.id
+        self.kind = task.kind
         self.owner = task.owner
         self.lease_token = lease_token
         self.checkpoint_state: dict[str, Any] | None = task.checkpoint
@@ -108,6 +110,7 @@ class TaskContext:
             self.progress(done, total, unit)
         database = self.engine.database
         now = utcnow()
+        started = time.perf_counter()
         async with database.engine.begin() as conn:
             if work is not None:
                 await work(conn)
@@ -126,6 +129,7 @@ class TaskContext:
             if row is None:
                 raise LeaseLost  # leaving the block rolls the batch back with the checkpoint
             await notify(conn, f"task:{self.task_id}")
+        CHECKPOINT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
         self.progress_dirty = False
         self.checkpoint_state = state
         self.control = row.control
