@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_storage_bytes_per_owner: int = Field(500 * 1024**3, ge=1)
     upload_expiry_seconds: int = Field(7 * 24 * 3600, ge=60)
     max_chunk_bytes: int = Field(8 * 1024**3, ge=1)
+    # How often each replica looks for expired unfinished uploads to remove.
+    upload_sweep_seconds: float = Field(60.0, gt=0)
 
     # Imports / exports
     import_batch_bytes: int = Field(8 * 1024**2, ge=1024)

@@ -19,12 +19,16 @@ from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.migrate import upgrade
+from app.routers import downloads as downloads_router
+from app.routers import files as files_router
 from app.routers import health, tasks
 from app.routers import metrics as metrics_router
+from app.routers import tus as tus_router
 from app.services.bus import EventBus, PgListener, asyncpg_dsn
 from app.services.engine import TaskEngine
 from app.services.kinds import load_kinds
 from app.services.storage import ensure_dirs
+from app.services.tus_sweeper import UploadSweeper, reconcile_uploads
 
 logger = logging.getLogger("tsm")
 
@@ -59,12 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listener = PgListener(asyncpg_dsn(settings.effective_database_url), engine.on_notification)
             listener.start()
         await engine.start()
+        await reconcile_uploads(database, settings)  # offsets never ahead of the bytes on disk
+        sweeper = UploadSweeper(database, settings)
+        sweeper.start()
         if not settings.auth_required:
             logger.warning("authentication is off: every request without a key acts as owner 'local'")
         logger.info("ready: database=%s worker=%s", database.dialect, engine.worker_id)
         try:
             yield
         finally:
+            await sweeper.stop()
             await engine.stop()
             if listener is not None:
                 await listener.stop()
@@ -82,4 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_router.router)
     app.include_router(tasks.router)
+    app.include_router(files_router.router)
+    app.include_router(tus_router.router)
+    app.include_router(downloads_router.router)
     return app

@@ -1,0 +1,192 @@
+"""tus 1.0.0 at ``/files``: OPTIONS, POST (creation), HEAD, PATCH, DELETE (termination).
+
+Every response carries ``Tus-Resumable: 1.0.0`` (errors too: see :class:`TusRoute`).
+``POST /files/{id}`` with ``X-HTTP-Method-Override: PATCH|DELETE|HEAD`` stands in for those
+methods, for clients behind proxies that only pass GET and POST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+
+from app.auth import PrincipalDep
+from app.db import DatabaseDep, SessionDep
+from app.errors import BadRequest, TSMError, UnsupportedMediaType
+from app.models import File
+from app.routers.downloads import download_response
+from app.services import uploads
+from app.services.files import UPLOADING, find_file
+from app.services.tus_protocol import (
+    CHECKSUM_ALGORITHMS,
+    OFFSET_CONTENT_TYPE,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    check_version,
+    format_metadata,
+    http_date,
+    is_offset_stream,
+    parse_checksum,
+    parse_metadata,
+    parse_uint,
+    tus_headers,
+)
+from app.services.tus_writer import BodyInterrupted
+
+
+class TusRoute(APIRoute):
+    """Adds Tus-Resumable to every response, error responses included."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def tus_handler(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except TSMError as exc:
+                exc.headers = {**tus_headers(), **exc.headers}
+                raise
+            except RequestValidationError as exc:
+                raise BadRequest(str(exc.errors()[0].get("msg", "invalid request")), headers=tus_headers()) from None
+            response.headers.update(tus_headers())
+            return response
+
+        return tus_handler
+
+
+router = APIRouter(prefix="/files", tags=["uploads (tus 1.0)"], route_class=TusRoute)
+
+
+def _settings(request: Request) -> Any:
+    return request.app.state.settings
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise BodyInterrupted() from None
+
+
+def _upload_headers(row: File) -> dict[str, str]:
+    headers = {"Upload-Offset": str(row.offset)}
+    if row.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(row.length)
+    if row.state == UPLOADING and row.expires_at is not None:
+        headers["Upload-Expires"] = http_date(row.expires_at)
+    return headers
+
+
+def _patch_request(request: Request, offset_required: bool = True) -> uploads.PatchRequest:
+    offset = parse_uint("Upload-Offset", request.headers.get("upload-offset"))
+    if offset is None and offset_required:
+        raise BadRequest("Upload-Offset is required: HEAD the upload to learn it")
+    return uploads.PatchRequest(
+        offset=offset or 0,
+        length=parse_uint("Upload-Length", request.headers.get("upload-length")),
+        checksum=parse_checksum(request.headers.get("upload-checksum")),
+        content_length=parse_uint("Content-Length", request.headers.get("content-length")),
+    )
+
+
+@router.options("", status_code=204)
+@router.options("/{file_id}", status_code=204, include_in_schema=False)
+async def tus_options(request: Request) -> Response:
+    """Describe this tus server: version, extensions, maximum size and checksum algorithms."""
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": TUS_EXTENSIONS,
+            "Tus-Max-Size": str(_settings(request).max_upload_bytes),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+        },
+    )
+
+
+@router.post("", status_code=201)
+async def create_upload(request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
+    """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload."""
+    check_version(request.headers.get("tus-resumable"))
+    settings = _settings(request)
+    length = parse_uint("Upload-Length", request.headers.get("upload-length"))
+    metadata = parse_metadata(request.headers.get("upload-metadata"))
+    content_length = parse_uint("Content-Length", request.headers.get("content-length"))
+    with_body = is_offset_stream(request.headers.get("content-type"))
+    if not with_body and content_length:
+        raise UnsupportedMediaType(f"an upload body must be sent as {OFFSET_CONTENT_TYPE}")
+    patch = _patch_request(request, offset_required=False) if with_body else None
+    if patch is not None and patch.offset != 0:
+        raise BadRequest("creation-with-upload starts at offset 0")
+    row = await uploads.create_upload(
+        database,
+        settings,
+        principal,
+        length=length,
+        defer_length=request.headers.get("upload-defer-length"),
+        metadata=metadata,
+    )
+    if patch is not None and row.length != 0:
+        # The upload exists even if its first chunk failed: Upload-Offset tells what was kept.
+        with contextlib.suppress(TSMError):
+            row = await uploads.append(database, settings, principal, row.id, patch, _body(request))
+        async with database.sessionmaker() as session:
+            row = await find_file(session, principal, row.id) or row
+    headers = {"Location": f"{str(request.base_url).rstrip('/')}/files/{row.id}", **_upload_headers(row)}
+    return Response(status_code=201, headers=headers)
+
+
+@router.head("/{file_id}", responses={404: {}, 410: {}})
+async def head_upload(file_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> Response:
+    """tus: the upload's offset (and length, metadata); without Tus-Resumable: a download HEAD."""
+    if "tus-resumable" not in request.headers:
+        return await download_response(request, session, principal, file_id, "HEAD")
+    check_version(request.headers.get("tus-resumable"))
+    row = await uploads.get_upload(session, principal, file_id)
+    headers = {**_upload_headers(row), "Cache-Control": "no-store"}
+    if row.metadata_:
+        headers["Upload-Metadata"] = format_metadata(row.metadata_)
+    return Response(status_code=200, headers=headers)
+
+
+@router.patch("/{file_id}", status_code=204, responses={409: {}, 415: {}, 423: {}, 460: {}})
+async def patch_upload(file_id: str, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
+    """Append the body (application/offset+octet-stream) at Upload-Offset; 204 with the new offset."""
+    check_version(request.headers.get("tus-resumable"))
+    if not is_offset_stream(request.headers.get("content-type")):
+        raise UnsupportedMediaType(f"a PATCH body must be sent as Content-Type: {OFFSET_CONTENT_TYPE}")
+    patch = _patch_request(request)
+    row = await uploads.append(database, _settings(request), principal, file_id, patch, _body(request))
+    return Response(status_code=204, headers=_upload_headers(row))
+
+
+@router.delete("/{file_id}", status_code=204, responses={404: {}, 410: {}, 423: {}})
+async def delete_upload(file_id: str, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
+    """Terminate an upload (or delete a finished file): the bytes are removed, later requests 404/410."""
+    check_version(request.headers.get("tus-resumable"))
+    await uploads.terminate(database, _settings(request), principal, file_id)
+    return Response(status_code=204)
+
+
+@router.post("/{file_id}", status_code=204, include_in_schema=False)
+async def method_override(
+    file_id: str, request: Request, session: SessionDep, database: DatabaseDep, principal: PrincipalDep
+) -> Response:
+    """POST + X-HTTP-Method-Override: PATCH | DELETE | HEAD."""
+    override = (request.headers.get("x-http-method-override") or "").strip().upper()
+    if override == "PATCH":
+        return await patch_upload(file_id, request, database, principal)
+    if override == "DELETE":
+        return await delete_upload(file_id, request, database, principal)
+    if override == "HEAD":
+        return await head_upload(file_id, request, session, principal)
+    raise BadRequest("POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")

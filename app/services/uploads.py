@@ -1,0 +1,373 @@
+"""tus uploads: create, report, append (PATCH) and terminate, owner-scoped and replica-safe.
+
+One PATCH at a time per upload, across replicas, through a lease on the row:
+
+    UPDATE files SET lock_token = :new, lock_expires_at = now + lease
+     WHERE id = :id AND offset = :client_offset AND state IN (uploading, complete)
+       AND (lock_token IS NULL OR lock_expires_at < now)       -- 0 rows → 409 / 423
+
+While the body streams, a heartbeat renews the lease and (when no checksum is pending) commits
+the offset up to the last fdatasync. The final UPDATE is fenced by the token, so a writer that
+lost its lease can never move the offset. Offsets only ever name bytes already on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiofiles
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import Database
+from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TooManyRequests
+from app.models import File, new_id, utcnow
+from app.services import tus_writer as writer
+from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
+from app.services.keys import Principal
+from app.services.storage import file_path
+from app.services.tus_protocol import ChecksumMismatch, safe_content_type, safe_filename
+from app.services.tus_sweeper import compute_sha256_later, running_hashes
+
+logger = logging.getLogger("tsm.uploads")
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    offset: int
+    length: int | None = None  # Upload-Length sent with a PATCH (creation-defer-length)
+    checksum: tuple[str, bytes] | None = None
+    content_length: int | None = None
+
+
+def _check_size(settings: Settings, length: int) -> None:
+    if length > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"Upload-Length {length} is larger than the maximum upload size of {settings.max_upload_bytes} bytes",
+            headers={"Tus-Max-Size": str(settings.max_upload_bytes)},
+        )
+
+
+async def _check_storage(session: AsyncSession, settings: Settings, owner: str, extra: int, exclude: str = "") -> None:
+    used = await session.scalar(
+        select(func.coalesce(func.sum(func.coalesce(File.length, File.offset)), 0)).where(
+            File.owner == owner, File.state.in_((UPLOADING, COMPLETE, WRITING)), File.id != exclude
+        )
+    )
+    if int(used or 0) + extra > settings.max_storage_bytes_per_owner:
+        raise PayloadTooLarge(
+            f"storage quota exceeded: owner {owner!r} uses {int(used or 0)} of "
+            f"{settings.max_storage_bytes_per_owner} bytes and this upload needs {extra} more"
+        )
+
+
+async def create_upload(
+    database: Database,
+    settings: Settings,
+    principal: Principal,
+    *,
+    length: int | None,
+    defer_length: str | None,
+    metadata: dict[str, str | None],
+) -> File:
+    """A new, empty upload (row + zero-byte file), after every limit has been checked."""
+    if defer_length is not None and defer_length.strip() != "1":
+        raise BadRequest("Upload-Defer-Length must be 1")
+    if length is None and defer_length is None:
+        raise BadRequest("send Upload-Length, or Upload-Defer-Length: 1 when the size is not known yet")
+    if length is not None and defer_length is not None:
+        raise BadRequest("send either Upload-Length or Upload-Defer-Length, not both")
+    if length is not None:
+        _check_size(settings, length)
+    async with database.sessionmaker() as session:
+        open_uploads = await session.scalar(
+            select(func.count())
+            .select_from(File)
+            .where(File.owner == principal.owner, File.origin == "upload", File.state == UPLOADING)
+        )
+        if (open_uploads or 0) >= settings.max_open_uploads_per_owner:
+            raise TooManyRequests(
+                f"owner {principal.owner!r} already has {open_uploads} unfinished uploads "
+                f"(limit {settings.max_open_uploads_per_owner}); finish or DELETE one first"
+            )
+        await _check_storage(session, settings, principal.owner, length or 0)
+        now = utcnow()
+        row = File(
+            owner=principal.owner,
+            origin="upload",
+            filename=safe_filename(metadata),
+            content_type=safe_content_type(metadata),
+            metadata_=metadata,
+            length=length,
+            offset=0,
+            state=COMPLETE if length == 0 else UPLOADING,
+            expires_at=None if length == 0 else now + timedelta(seconds=settings.upload_expiry_seconds),
+            created_at=now,
+            updated_at=now,
+            completed_at=now if length == 0 else None,
+        )
+        session.add(row)
+        await session.flush()
+        async with aiofiles.open(file_path(settings, row.id), "wb"):
+            pass
+        await session.commit()
+    return row
+
+
+def is_expired(row: File) -> bool:
+    return row.state == UPLOADING and row.expires_at is not None and row.expires_at <= utcnow()
+
+
+async def get_upload(session: AsyncSession, principal: Principal, file_id: str) -> File:
+    """The caller's tus upload; 404 when unknown, 410 once terminated or expired."""
+    row = await find_file(session, principal, file_id)
+    if row is None or row.origin != "upload":
+        raise NotFound(f"no upload with id {file_id!r}")
+    if row.state == DELETED:
+        raise Gone(f"upload {file_id} was terminated")
+    if row.state == EXPIRED or is_expired(row):
+        raise Gone(f"upload {file_id} expired before it was finished")
+    return row
+
+
+async def _acquire(database: Database, settings: Settings, row: File, request: PatchRequest, length: int | None) -> str:
+    now = utcnow()
+    token = new_id()
+    values: dict[str, Any] = {
+        "lock_token": token,
+        "lock_expires_at": now + timedelta(seconds=settings.lease_seconds),
+        "updated_at": now,
+    }
+    if length != row.length:
+        values["length"] = length
+    async with database.sessionmaker() as session:
+        result = await session.execute(
+            update(File)
+            .where(
+                File.id == row.id,
+                File.offset == request.offset,
+                File.state.in_((UPLOADING, COMPLETE)),
+                or_(File.lock_token.is_(None), File.lock_expires_at < now),
+            )
+            .values(**values)
+        )
+        await session.commit()
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return token
+    async with database.sessionmaker() as session:
+        fresh = await session.get(File, row.id)
+    if fresh is None or fresh.state not in (UPLOADING, COMPLETE):
+        raise Gone(f"upload {row.id} was terminated or expired")
+    if fresh.offset != request.offset:
+        raise _offset_conflict(request.offset, fresh.offset)
+    raise Locked(
+        "another PATCH is writing to this upload right now; wait for it to finish, then HEAD for the offset",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _offset_conflict(sent: int, actual: int) -> Conflict:
+    return Conflict(
+        f"Upload-Offset {sent} does not match the upload's current offset {actual}; HEAD, then PATCH from there",
+        headers={"Upload-Offset": str(actual)},
+        current_offset=actual,
+    )
+
+
+async def _fenced_update(database: Database, file_id: str, token: str, **values: Any) -> File | None:
+    async with database.sessionmaker() as session:
+        row = (
+            await session.execute(
+                update(File)
+                .where(File.id == file_id, File.lock_token == token)
+                .values(**values)
+                .returning(File)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one_or_none()
+        await session.commit()
+    return row
+
+
+async def _release(database: Database, file_id: str, token: str, **values: Any) -> File | None:
+    return await _fenced_update(database, file_id, token, lock_token=None, lock_expires_at=None, **values)
+
+
+async def _heartbeat(
+    database: Database, settings: Settings, file_id: str, token: str, state: writer.WriteState, commit: bool
+) -> None:
+    """Renew the lease; commit the durable offset so progress shows (and survives a crash)."""
+    committed = state.start
+    while True:
+        await asyncio.sleep(settings.lease_seconds / 3)
+        now = utcnow()
+        values: dict[str, Any] = {"lock_expires_at": now + timedelta(seconds=settings.lease_seconds)}
+        durable = state.durable
+        if commit and durable > committed:
+            values.update(offset=durable, updated_at=now)
+        try:
+            row = await _fenced_update(database, file_id, token, **values)
+        except Exception:  # a database hiccup must not kill the upload; the next beat retries
+            logger.warning("could not renew the lock of upload %s", file_id, exc_info=True)
+            continue
+        if row is None:
+            state.lock_lost = True
+            return
+        committed = max(committed, durable) if commit else committed
+
+
+async def _prepare_file(settings: Settings, row: File, database: Database, token: str) -> None:
+    """Bytes past the committed offset are leftovers of a crashed writer: cut them off."""
+    path = file_path(settings, row.id)
+    size = await writer.file_size(path)
+    if size is None and row.offset == 0:
+        async with aiofiles.open(path, "wb"):
+            return
+    if size is None or size < row.offset:
+        await _release(database, row.id, token, offset=size or 0)
+        raise Conflict("the upload's stored bytes are shorter than its offset; HEAD for the offset and resume")
+    if size > row.offset:
+        await writer.truncate(path, row.offset)
+
+
+async def append(
+    database: Database,
+    settings: Settings,
+    principal: Principal,
+    file_id: str,
+    request: PatchRequest,
+    chunks: AsyncIterator[bytes],
+) -> File:
+    """Write one PATCH body at ``request.offset``; returns the row with its new offset."""
+    async with database.sessionmaker() as session:
+        row = await get_upload(session, principal, file_id)
+        length = row.length
+        if request.length is not None:
+            if row.length is None:
+                if request.length < row.offset:
+                    raise BadRequest(f"Upload-Length {request.length} is smaller than the offset {row.offset}")
+                _check_size(settings, request.length)
+                await _check_storage(session, settings, row.owner, request.length, exclude=row.id)
+                length = request.length
+            elif request.length != row.length:
+                raise BadRequest(f"Upload-Length is already {row.length} and cannot change")
+    if request.offset != row.offset:
+        raise _offset_conflict(request.offset, row.offset)
+    room = (length if length is not None else settings.max_upload_bytes) - row.offset
+    limit = min(room, settings.max_chunk_bytes)
+    message = (
+        f"the body would pass the upload's length ({length} bytes)"
+        if length is not None and room <= settings.max_chunk_bytes
+        else f"a PATCH body may carry at most {limit} bytes here"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Content-Length {request.content_length}: {message}")
+    token = await _acquire(database, settings, row, request, length)
+    try:
+        return await _write(database, settings, row, token, request, length, limit, message, chunks)
+    except BaseException:
+        # Unexpected failure: free the upload at once; the next PATCH trims unacknowledged bytes.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_release(database, row.id, token))
+        raise
+
+
+async def _write(
+    database: Database,
+    settings: Settings,
+    row: File,
+    token: str,
+    request: PatchRequest,
+    length: int | None,
+    limit: int,
+    message: str,
+    chunks: AsyncIterator[bytes],
+) -> File:
+    await _prepare_file(settings, row, database, token)
+    path = file_path(settings, row.id)
+    state = writer.WriteState(start=row.offset, durable=row.offset)
+    checksum = writer.new_hasher(request.checksum[0]) if request.checksum else None
+    whole = running_hashes.take(row.id, row.offset)
+    state.hashers = [h for h in (checksum, whole) if h is not None]
+    beat = asyncio.create_task(_heartbeat(database, settings, row.id, token, state, commit=checksum is None))
+    too_large: PayloadTooLarge | None = None
+    try:
+        complete = await writer.receive(path, state, chunks, limit=limit, limit_message=message)
+    except PayloadTooLarge as exc:
+        too_large, complete = exc, False
+    except writer.LockLost:
+        raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset") from None
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+    # A chunk under a checksum is all or nothing: cut short, too large or wrong → discarded.
+    if (
+        checksum is not None
+        and request.checksum is not None
+        and (not complete or checksum.digest() != request.checksum[1])
+    ):
+        await writer.truncate(path, row.offset)
+        await _release(database, row.id, token, offset=row.offset)
+        if too_large is not None:
+            raise too_large
+        if complete:
+            raise ChecksumMismatch(
+                f"the body's {request.checksum[0]} does not match Upload-Checksum; "
+                f"the chunk was discarded and the offset stays {row.offset}"
+            )
+        return row
+    now = utcnow()
+    offset = state.durable
+    done = length is not None and offset >= length
+    values: dict[str, Any] = {"offset": offset, "updated_at": now}
+    if done:
+        values.update(state=COMPLETE, completed_at=now, expires_at=None)
+        if whole is not None:
+            values["sha256"] = whole.hexdigest()
+    elif offset > row.offset:
+        values["expires_at"] = now + timedelta(seconds=settings.upload_expiry_seconds)
+    updated = await _release(database, row.id, token, **values)
+    if updated is None:
+        raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
+    if done and whole is None:
+        compute_sha256_later(database, settings, row.id)
+    elif not done and whole is not None:
+        running_hashes.put(row.id, offset, whole)
+    if too_large is not None:
+        raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
+    return updated
+
+
+async def terminate(database: Database, settings: Settings, principal: Principal, file_id: str) -> None:
+    """tus termination: the row becomes a `deleted` tombstone and the bytes are removed."""
+    async with database.sessionmaker() as session:
+        row = await find_file(session, principal, file_id)
+        if row is None:
+            raise NotFound(f"no file with id {file_id!r}")
+        if row.state in (DELETED, EXPIRED):
+            raise Gone(f"file {file_id} was already removed")
+        if row.state == WRITING:
+            raise Conflict("the server is still writing this file; cancel its task instead", current_state=WRITING)
+        now = utcnow()
+        result = await session.execute(
+            update(File)
+            .where(
+                File.id == row.id,
+                File.state.in_((UPLOADING, COMPLETE)),
+                or_(File.lock_token.is_(None), File.lock_expires_at < now),
+            )
+            .values(state=DELETED, updated_at=now, lock_token=None, lock_expires_at=None, expires_at=None)
+        )
+        await session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Locked("a PATCH is writing to this upload right now; try again when it has finished")
+    running_hashes.take(row.id, -1)
+    await asyncio.to_thread(file_path(settings, row.id).unlink, missing_ok=True)
