@@ -1,1 +1,67 @@
-"""Python client for Task State Manager."""
+"""Python client for Task State Manager: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Both run one implementation of the API (see ``clients._core``), so they behave identically.
+"""
+
+from clients.client import AsyncClient, Client
+from clients.errors import (
+    APIError,
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    Gone,
+    IntegrityError,
+    Locked,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ProtocolError,
+    RangeNotSatisfiable,
+    ServerError,
+    TaskEnded,
+    TooManyRequests,
+    TSMError,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+    WaitTimeout,
+)
+from clients.models import TERMINAL_STATES, DownloadResult, Event, FileInfo, Kind, Page, Progress, Task, UploadResult
+
+__all__ = [
+    "TERMINAL_STATES",
+    "APIError",
+    "AsyncClient",
+    "BadRequest",
+    "ChecksumMismatch",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "DownloadResult",
+    "Event",
+    "FileInfo",
+    "Forbidden",
+    "Gone",
+    "IntegrityError",
+    "Kind",
+    "Locked",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "Progress",
+    "ProtocolError",
+    "RangeNotSatisfiable",
+    "ServerError",
+    "TSMError",
+    "Task",
+    "TaskEnded",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unprocessable",
+    "UnsupportedMediaType",
+    "UploadResult",
+    "WaitTimeout",
+]

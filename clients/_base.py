@@ -1,0 +1,97 @@
+"""Configuration and the one request helper every operation goes through (retries, errors)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from clients._core import Op, Send, Sleep
+from clients.errors import ConnectionFailed, ProtocolError, raise_for_status
+from clients.store import ResumeStore
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+USER_AGENT = "tsm-client/0.1"
+RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+
+ProgressCallback = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a transport failure ("connection refused", "timed out")."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    for needle, short in (("refused", "connection refused"), ("Name or service", "unknown host")):
+        if needle in text:
+            return short
+    return text
+
+
+class BaseClient:
+    """Settings shared by :class:`Client` and :class:`AsyncClient` (the API is in the mixins).
+
+    ``server`` and ``token`` default to the ``TSM_SERVER`` and ``TSM_TOKEN`` environment variables.
+    ``retries``/``backoff``: how often and how patiently idempotent requests and transfers retry
+    (exponential backoff with jitter, capped at ``max_backoff`` seconds).
+    """
+
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        chunk_size: int = 8 * 1024 * 1024,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.server = (server or os.environ.get("TSM_SERVER") or DEFAULT_SERVER).rstrip("/")
+        token = token if token is not None else os.environ.get("TSM_TOKEN") or None
+        self.headers = {"User-Agent": USER_AGENT}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.chunk_size = chunk_size
+        self.store = ResumeStore(cache_dir)
+
+    def _delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        if response is not None and (after := response.headers.get("retry-after", "")).isdigit():
+            return min(float(after), self.max_backoff)
+        base = min(self.max_backoff, self.backoff * 2**attempt)
+        return base * (0.5 + random.random() / 2)  # jitter: replicas of one client don't stampede
+
+    def _request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Op[httpx.Response]:
+        """Send with retries (transport errors and 423/429/5xx) when the request is idempotent."""
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "OPTIONS", "DELETE")
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = yield Send(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                if not idempotent or attempt >= self.retries:
+                    raise ConnectionFailed(f"cannot reach {self.server}: {describe(exc)}") from None
+            else:
+                if not (idempotent and response.status_code in RETRY_STATUSES and attempt < self.retries):
+                    return raise_for_status(response)
+            yield Sleep(self._delay(attempt, response))
+            attempt += 1
+
+    def _json(self, method: str, url: str, parse: Callable[[Any], T], **kwargs: Any) -> Op[T]:
+        response = yield from self._request(method, url, **kwargs)
+        try:
+            return parse(response.json())
+        except ValueError as exc:
+            raise ProtocolError(f"{method} {url}: unexpected answer from the server ({exc})") from None
