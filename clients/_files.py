@@ -311,6 +311,7 @@ class FilesAPI(BaseClient):
         dest: str | os.PathLike[str] | None = None,
         *,
         verify: bool = True,
+        overwrite: bool = False,
         limit_rate: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Op[DownloadResult]:
@@ -318,9 +319,12 @@ class FilesAPI(BaseClient):
 
         Bytes stream to ``dest.part``; calling it again after any interruption continues with a
         Range request. When complete, size (and sha256, if the server knows it) are checked and
-        the file is renamed to ``dest`` atomically. ``on_progress(done, total)``.
+        the file is renamed to ``dest`` atomically; an existing ``dest`` is only replaced with
+        ``overwrite=True``. ``on_progress(done, total)``.
         """
         target = yield from self._target(file_id, dest)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists (overwrite=True / --force replaces it)")
         part = target.with_name(target.name + ".part")
         key = f"{self.server}|{file_id}|{target.resolve()}"
         entry = self.store.get("downloads", key) or {}

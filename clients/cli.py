@@ -1,10 +1,365 @@
-"""``tsm``: the command line client."""
+"""``tsm``: drive Task State Manager from a shell.
+
+    tsm upload FILE                     tsm tasks ls | show | pause | resume | cancel | watch ID
+    tsm download ID [-o PATH]           tsm tasks start KIND [-p key=value …] [--wait]
+    tsm import FILE --table T [--wait]  tsm files ls | show ID | rm ID …
+    tsm export TABLE [-o PATH]          tsm kinds
+
+Server and key come from ``--server``/``--token`` or ``TSM_SERVER``/``TSM_TOKEN``. ``--json``
+prints machine-readable results on stdout; progress and errors always go to stderr.
+Ctrl-C stops a transfer cleanly (run the same command again to resume); during a wait for a
+server task it offers to pause the task or leave it running.
+
+Exit codes (see ``EXIT_CODES``): 0 ok, 1 other error, 2 bad usage or input, 3 server unreachable,
+4 authentication, 5 not found, 6 conflict with the current state, 7 task ended failed/cancelled,
+8 integrity check failed, 9 timed out, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from clients import errors as E
+from clients._cli_output import (
+    Bars,
+    emit_json,
+    files_table,
+    human_bytes,
+    show_task,
+    stdout,
+    tasks_table,
+)
+from clients.client import Client
+from clients.models import Event, Task
+
+OK, FAILURE, USAGE, UNREACHABLE, AUTH, NOT_FOUND, CONFLICT, TASK_ENDED, INTEGRITY, TIMEOUT = range(10)
+INTERRUPTED = 130
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (E.ConnectionFailed, UNREACHABLE),
+    (E.Unauthorized, AUTH),
+    (E.Forbidden, AUTH),
+    (E.NotFound, NOT_FOUND),
+    (E.Gone, NOT_FOUND),
+    (E.Conflict, CONFLICT),
+    (E.Locked, CONFLICT),
+    (E.PreconditionFailed, CONFLICT),
+    (E.BadRequest, USAGE),
+    (E.Unprocessable, USAGE),
+    (E.TaskEnded, TASK_ENDED),
+    (E.IntegrityError, INTEGRITY),
+    (E.WaitTimeout, TIMEOUT),
+]
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def size(text: str) -> int:
+    """``8M``, ``512k``, ``1.5GiB``, ``1000`` → bytes (powers of 1024)."""
+    match = SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 8M, 512K, 1G)")
+    return int(float(match.group(1)) * 1024 ** "_kmgt".index(match.group(2).lower() or "_"))
+
+
+def param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+class Session:
+    """One invocation: the client, the output mode, and what to say when interrupted."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.json: bool = args.json
+        self.client = Client(args.server, args.token, retries=args.retries, timeout=args.timeout)
+        self.bars = Bars(enabled=not (args.json or args.quiet))
+        self.on_interrupt: Callable[[], None] = lambda: None
+
+    def say(self, message: str) -> None:
+        if not self.args.quiet:
+            print(message, file=sys.stderr)
+
+    def transfer_interrupted(self, verb: str, hint: str = "run the same command again to resume") -> Callable[[], None]:
+        def note() -> None:
+            done, total = self.bars.last
+            moved = f" after {human_bytes(done)} of {human_bytes(total)}" if total else ""
+            self.say(f"{verb} interrupted{moved}; {hint}")
+
+        return note
+
+    def wait(self, task_id: str, until: str | tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> Task:
+        """Wait with a progress bar; Ctrl-C offers to pause the task or leave it running."""
+        self.on_interrupt = lambda: self._interrupted_wait(task_id)
+        with self.bars.task(f"task {task_id[:8]}") as update:
+            task = self.client.wait(task_id, until, on_progress=update)
+        self.on_interrupt = lambda: None
+        return task
+
+    def _interrupted_wait(self, task_id: str) -> None:
+        if not sys.stdin.isatty():
+            self.say(f"stopped waiting; task {task_id} is still running (tsm tasks pause {task_id} to pause it)")
+            return
+        print(f"\nPause task {task_id}? [p]ause / [L]eave it running: ", end="", file=sys.stderr, flush=True)
+        try:
+            answer = input().strip().lower()
+        except (KeyboardInterrupt, EOFError):
+            answer = ""
+        if answer.startswith("p"):
+            task = self.client.pause(task_id)
+            self.say(f"task {task_id} is {task.state}; resume it with: tsm tasks resume {task_id}")
+        else:
+            self.say(f"task {task_id} left running; watch it with: tsm tasks watch {task_id}")
+
+    def output(self, value: Any, human: Callable[[], None]) -> None:
+        if self.json:
+            emit_json(value)
+        else:
+            human()
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def cmd_upload(s: Session) -> int:
+    a = s.args
+    s.on_interrupt = s.transfer_interrupted("upload")
+    checksum = None if a.checksum == "none" else a.checksum
+    with s.bars.bytes(f"upload {os.path.basename(a.file)}") as update:
+        result = s.client.upload(
+            a.file, checksum=checksum, chunk_size=a.chunk_size, limit_rate=a.limit_rate, on_progress=update
+        )
+    resumed = f" (resumed at {human_bytes(result.resumed_from)})" if result.resumed_from else ""
+    s.output(result, lambda: print(f"uploaded {a.file} as {result.file_id}{resumed}"))
+    return OK
+
+
+def cmd_download(s: Session) -> int:
+    a = s.args
+    s.on_interrupt = s.transfer_interrupted("download")
+    with s.bars.bytes(f"download {a.id[:8]}") as update:
+        result = s.client.download(
+            a.id, a.output, verify=not a.no_verify, overwrite=a.force, limit_rate=a.limit_rate, on_progress=update
+        )
+    resumed = f" (resumed at {human_bytes(result.resumed_from)})" if result.resumed_from else ""
+    checks = f", verified {' and '.join(result.verified)}" if result.verified else ""
+    s.output(result, lambda: print(f"downloaded {result.path}, {human_bytes(result.size)}{resumed}{checks}"))
+    return OK
+
+
+def cmd_import(s: Session) -> int:
+    a = s.args
+    s.on_interrupt = s.transfer_interrupted("upload")
+    params = dict(a.param or [])
+    with s.bars.bytes(f"upload {os.path.basename(a.file)}") as update:
+        task = s.client.import_csv(a.file, a.table, mode=a.mode, on_upload_progress=update, **params)
+    s.on_interrupt = lambda: None
+    if a.wait:
+        s.say(f"import task {task.id} started")
+        task = s.wait(task.id, "succeeded")
+    s.output(task, lambda: print(f"import task {task.id} is {task.state}"))
+    return OK
+
+
+def cmd_export(s: Session) -> int:
+    a = s.args
+    task_id = a.task or s.client.create_task("export_csv", {"table": a.table, **dict(a.param or [])}).id
+    s.say(f"export task {task_id} started" if not a.task else f"export task {task_id}")
+    task = s.wait(task_id, "succeeded")
+    file_id = (task.result or {}).get("file_id")
+    if not isinstance(file_id, str):
+        raise E.ProtocolError(f"export task {task_id} succeeded without a file_id in its result")
+    s.on_interrupt = s.transfer_interrupted("download", f"resume with: tsm export {a.table} --task {task_id}")
+    with s.bars.bytes(f"download {a.table}.csv") as update:
+        result = s.client.download(file_id, a.output, overwrite=a.force, on_progress=update)
+    s.output({"task": task, "download": result}, lambda: print(f"exported {a.table} to {result.path}"))
+    return OK
+
+
+def cmd_tasks(s: Session) -> int:
+    a, c = s.args, s.client
+    if a.action == "ls":
+        if a.all:
+            items = list(c.iter_tasks(state=a.state, kind=a.kind))
+            page = {"items": items, "next_cursor": None}
+        else:
+            got = c.list_tasks(state=a.state, kind=a.kind, limit=a.limit, cursor=a.cursor)
+            items, page = got.items, {"items": got.items, "next_cursor": got.next_cursor}
+        s.output(page, lambda: stdout.print(tasks_table(items)))
+        return OK
+    if a.action == "start":
+        task = c.create_task(a.id, dict(a.param or []))
+        if a.wait:
+            task = s.wait(task.id, "succeeded")
+        s.output(task, lambda: print(f"task {task.id} ({task.kind}) is {task.state}"))
+        return OK
+    if a.action == "watch":
+        return _watch(s, a.id)
+    action = {"show": c.get_task, "pause": c.pause, "resume": c.resume, "cancel": c.cancel}[a.action]
+    task = action(a.id)
+    if a.action != "show" and getattr(a, "wait", False):
+        target = {"pause": ("paused",), "resume": ("running", "succeeded"), "cancel": ("cancelled",)}[a.action]
+        task = s.wait(task.id, (*target, "succeeded", "failed", "cancelled"))
+    s.output(task, lambda: show_task(task) if a.action == "show" else print(f"task {task.id} is {task.state}"))
+    return OK
+
+
+def _watch(s: Session, task_id: str) -> int:
+    if not s.json:
+        task = s.wait(task_id)
+        print(f"task {task.id} ended {task.state}" + (f": {task.error}" if task.error else ""))
+        return OK if task.state == "succeeded" else TASK_ENDED
+    s.on_interrupt = lambda: s._interrupted_wait(task_id)
+    last: Event | None = None
+    for last in s.client.events(task_id):
+        emit_json({"event": last.type, "id": last.id, "data": last.data}, line=True)
+    final = last.task if last is not None else None
+    return OK if final is not None and final.state == "succeeded" else TASK_ENDED
+
+
+def cmd_files(s: Session) -> int:
+    a, c = s.args, s.client
+    filters = {k: v for k, v in {"state": a.state, "origin": a.origin}.items() if v} if a.action == "ls" else {}
+    if a.action == "ls":
+        if a.all:
+            items = list(c.iter_files(**filters))
+            page = {"items": items, "next_cursor": None}
+        else:
+            got = c.list_files(limit=a.limit, cursor=a.cursor, **filters)
+            items, page = got.items, {"items": got.items, "next_cursor": got.next_cursor}
+        s.output(page, lambda: stdout.print(files_table(items)))
+    elif a.action == "show":
+        info = c.file_info(a.ids[0])
+        s.output(info, lambda: stdout.print_json(info.model_dump_json()))
+    else:
+        for file_id in a.ids:
+            c.delete_file(file_id)
+        s.output({"deleted": a.ids}, lambda: print(f"deleted {', '.join(a.ids)}"))
+    return OK
+
+
+def cmd_kinds(s: Session) -> int:
+    kinds = s.client.kinds()
+    s.output(kinds, lambda: [print(f"{k.name:<16} {k.description}") for k in kinds])
+    return OK
+
+
+# ---- parser and entry point ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsm", description="Task State Manager command line.")
+    parser.add_argument("--server", default=os.environ.get("TSM_SERVER"), help="server URL (env TSM_SERVER)")
+    parser.add_argument("--token", default=os.environ.get("TSM_TOKEN"), help="API key (env TSM_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    parser.add_argument("--retries", type=int, default=5, help="retries on network errors (default 5)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("upload", help="upload a file (resumable: run again to continue)")
+    up.add_argument("file")
+    up.add_argument("--checksum", default="auto", choices=("auto", "sha256", "sha1", "md5", "none"))
+    up.add_argument("--chunk-size", type=size, default=None, help="bytes per PATCH (default 8M)")
+    up.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M")
+    up.set_defaults(run=cmd_upload)
+
+    down = sub.add_parser("download", help="download a file (resumable: run again to continue)")
+    down.add_argument("id")
+    down.add_argument("-o", "--output", help="file or folder to write (default: its name, here)")
+    down.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M")
+    down.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    down.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    down.set_defaults(run=cmd_download)
+
+    imp = sub.add_parser("import", help="import a CSV file (or an uploaded file id) into a table")
+    imp.add_argument("file")
+    imp.add_argument("--table", required=True)
+    imp.add_argument("--mode", help="how to treat an existing table (as the server's import_csv allows)")
+    imp.add_argument("-p", "--param", type=param, action="append", help="extra import parameter key=value")
+    imp.add_argument("--wait", action="store_true", help="wait until the import has finished")
+    imp.set_defaults(run=cmd_import)
+
+    exp = sub.add_parser("export", help="export a table to CSV and download it")
+    exp.add_argument("table")
+    exp.add_argument("-o", "--output", help="file or folder to write")
+    exp.add_argument("-p", "--param", type=param, action="append", help="extra export parameter key=value")
+    exp.add_argument("--task", help="pick up an existing export task instead of starting one")
+    exp.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    exp.set_defaults(run=cmd_export)
+
+    tasks = sub.add_parser("tasks", help="list, inspect and control tasks").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    ls = tasks.add_parser("ls", help="list your tasks, newest first")
+    ls.add_argument("--state")
+    ls.add_argument("--kind")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--cursor")
+    ls.add_argument("--all", action="store_true", help="follow the cursor to the end")
+    for name, text in (("show", "show one task"), ("watch", "follow a task's progress until it ends")):
+        tasks.add_parser(name, help=text).add_argument("id")
+    for name in ("pause", "resume", "cancel"):
+        control = tasks.add_parser(name, help=f"{name} a task")
+        control.add_argument("id")
+        control.add_argument("--wait", action="store_true", help="wait until the request has taken effect")
+    start = tasks.add_parser("start", help="start a task of any kind")
+    start.add_argument("id", metavar="KIND")
+    start.add_argument("-p", "--param", type=param, action="append", help="task parameter key=value")
+    start.add_argument("--wait", action="store_true", help="wait until it has finished")
+    for parser_ in tasks.choices.values():
+        parser_.set_defaults(run=cmd_tasks)
+
+    files = sub.add_parser("files", help="list, inspect and delete files").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    fls = files.add_parser("ls", help="list your files, newest first")
+    fls.add_argument("--state")
+    fls.add_argument("--origin")
+    fls.add_argument("--limit", type=int, default=50)
+    fls.add_argument("--cursor")
+    fls.add_argument("--all", action="store_true", help="follow the cursor to the end")
+    files.add_parser("show", help="show one file").add_argument("ids", nargs=1, metavar="ID")
+    files.add_parser("rm", help="delete files (or cancel unfinished uploads)").add_argument("ids", nargs="+")
+    for parser_ in files.choices.values():
+        parser_.set_defaults(run=cmd_files)
+
+    sub.add_parser("kinds", help="list the task kinds the server runs").set_defaults(run=cmd_kinds)
+    return parser
+
+
+def exit_code(exc: BaseException) -> int:
+    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), FAILURE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("tsm: the command line client is not available in this version yet", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    session = Session(args)
+    try:
+        return args.run(session)
+    except KeyboardInterrupt:
+        session.on_interrupt()
+        return INTERRUPTED
+    except E.TSMError as exc:
+        print(f"tsm: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except OSError as exc:  # a local file: missing input, unwritable output
+        text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        print(f"tsm: error: {text}", file=sys.stderr)
+        return FAILURE
+    finally:
+        session.client.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
