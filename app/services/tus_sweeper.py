@@ -1,5 +1,7 @@
 """Upload housekeeping: expiry sweeps, start-up reconciliation and whole-file SHA-256.
 
+    complete (upload or start-up repair) ──▶ SHA-256 of the file in a thread, off the request path
+
 sweeper (every upload_sweep_seconds, on every replica — the UPDATEs make it idempotent):
   uploading + expires_at passed + not locked ──▶ expired ──▶ bytes unlinked, row deleted
   deleted tombstones older than the expiry period ──▶ row deleted
@@ -13,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -29,32 +30,6 @@ from app.services.storage import file_path
 logger = logging.getLogger("tsm.uploads")
 
 
-class RunningHashes:
-    """SHA-256 states of unfinished uploads in this process, keyed by id and byte position.
-
-    A PATCH that starts exactly where the kept state stopped continues it; anything else
-    (another replica, a restart, a trimmed file) falls back to hashing the file at the end.
-    """
-
-    def __init__(self, capacity: int = 256) -> None:
-        self.capacity = capacity
-        self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-
-    def take(self, file_id: str, position: int) -> Any:
-        kept = self._states.pop(file_id, None)
-        if position == 0 and kept is None:
-            return hashlib.sha256()
-        if kept is not None and kept[0] == position:
-            return kept[1]
-        return None
-
-    def put(self, file_id: str, position: int, hasher: Any) -> None:
-        self._states[file_id] = (position, hasher)
-        while len(self._states) > self.capacity:
-            self._states.popitem(last=False)
-
-
-running_hashes = RunningHashes()
 _background: set[asyncio.Task[None]] = set()
 
 
@@ -110,7 +85,6 @@ async def sweep_expired(database: Database, settings: Settings) -> int:
     for file_id, _state in doomed:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(file_path(settings, file_id).unlink, missing_ok=True)
-        running_hashes.take(file_id, -1)
     if not doomed:
         return 0
     async with database.sessionmaker() as session:

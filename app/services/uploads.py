@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 import aiofiles
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -30,11 +30,11 @@ from app.db import Database
 from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TooManyRequests
 from app.models import File, new_id, utcnow
 from app.services import tus_writer as writer
-from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
+from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
 from app.services.keys import Principal
 from app.services.storage import file_path
 from app.services.tus_protocol import ChecksumMismatch, safe_content_type, safe_filename
-from app.services.tus_sweeper import compute_sha256_later, running_hashes
+from app.services.tus_sweeper import compute_sha256_later
 
 logger = logging.getLogger("tsm.uploads")
 
@@ -137,34 +137,38 @@ async def get_upload(session: AsyncSession, principal: Principal, file_id: str) 
     return row
 
 
-async def _acquire(database: Database, settings: Settings, row: File, request: PatchRequest, length: int | None) -> str:
+async def _acquire(
+    database: Database, settings: Settings, principal: Principal, file_id: str, request: PatchRequest
+) -> tuple[str, File]:
+    """Take the upload's lock in one conditional UPDATE; explain with 404/409/410/423 when it fails."""
     now = utcnow()
     token = new_id()
-    values: dict[str, Any] = {
-        "lock_token": token,
-        "lock_expires_at": now + timedelta(seconds=settings.lease_seconds),
-        "updated_at": now,
-    }
-    if length != row.length:
-        values["length"] = length
     async with database.sessionmaker() as session:
-        result = await session.execute(
-            update(File)
-            .where(
-                File.id == row.id,
-                File.offset == request.offset,
-                File.state.in_((UPLOADING, COMPLETE)),
-                or_(File.lock_token.is_(None), File.lock_expires_at < now),
+        if database.is_postgres:
+            # Losing this commit in a crash only frees the lock early; no need to wait for the WAL.
+            await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        row = (
+            await session.execute(
+                update(File)
+                .where(
+                    File.id == file_id,
+                    visible(principal),
+                    File.origin == "upload",
+                    File.offset == request.offset,
+                    File.state.in_((UPLOADING, COMPLETE)),
+                    or_(File.expires_at.is_(None), File.expires_at > now),
+                    or_(File.lock_token.is_(None), File.lock_expires_at < now),
+                )
+                .values(lock_token=token, lock_expires_at=now + timedelta(seconds=settings.lease_seconds))
+                .returning(File)
+                .execution_options(synchronize_session=False)
             )
-            .values(**values)
-        )
+        ).scalar_one_or_none()
         await session.commit()
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return token
+    if row is not None:
+        return token, row
     async with database.sessionmaker() as session:
-        fresh = await session.get(File, row.id)
-    if fresh is None or fresh.state not in (UPLOADING, COMPLETE):
-        raise Gone(f"upload {row.id} was terminated or expired")
+        fresh = await get_upload(session, principal, file_id)
     if fresh.offset != request.offset:
         raise _offset_conflict(request.offset, fresh.offset)
     raise Locked(
@@ -246,20 +250,32 @@ async def append(
     chunks: AsyncIterator[bytes],
 ) -> File:
     """Write one PATCH body at ``request.offset``; returns the row with its new offset."""
-    async with database.sessionmaker() as session:
-        row = await get_upload(session, principal, file_id)
-        length = row.length
-        if request.length is not None:
-            if row.length is None:
-                if request.length < row.offset:
-                    raise BadRequest(f"Upload-Length {request.length} is smaller than the offset {row.offset}")
-                _check_size(settings, request.length)
+    token, row = await _acquire(database, settings, principal, file_id, request)
+    try:
+        length, limit, message = await _limits(database, settings, row, request)
+        return await _write(database, settings, row, token, request, length, limit, message, chunks)
+    except BaseException:
+        # Free the upload at once (a no-op if already released); the next PATCH trims unacknowledged bytes.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_release(database, row.id, token))
+        raise
+
+
+async def _limits(
+    database: Database, settings: Settings, row: File, request: PatchRequest
+) -> tuple[int | None, int, str]:
+    """The upload's length after this PATCH, and how many body bytes it may carry (with why)."""
+    length = row.length
+    if request.length is not None:
+        if row.length is None:
+            if request.length < row.offset:
+                raise BadRequest(f"Upload-Length {request.length} is smaller than the offset {row.offset}")
+            _check_size(settings, request.length)
+            async with database.sessionmaker() as session:
                 await _check_storage(session, settings, row.owner, request.length, exclude=row.id)
-                length = request.length
-            elif request.length != row.length:
-                raise BadRequest(f"Upload-Length is already {row.length} and cannot change")
-    if request.offset != row.offset:
-        raise _offset_conflict(request.offset, row.offset)
+            length = request.length
+        elif request.length != row.length:
+            raise BadRequest(f"Upload-Length is already {row.length} and cannot change")
     room = (length if length is not None else settings.max_upload_bytes) - row.offset
     limit = min(room, settings.max_chunk_bytes)
     message = (
@@ -269,14 +285,7 @@ async def append(
     )
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Content-Length {request.content_length}: {message}")
-    token = await _acquire(database, settings, row, request, length)
-    try:
-        return await _write(database, settings, row, token, request, length, limit, message, chunks)
-    except BaseException:
-        # Unexpected failure: free the upload at once; the next PATCH trims unacknowledged bytes.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(_release(database, row.id, token))
-        raise
+    return length, limit, message
 
 
 async def _write(
@@ -294,8 +303,7 @@ async def _write(
     path = file_path(settings, row.id)
     state = writer.WriteState(start=row.offset, durable=row.offset)
     checksum = writer.new_hasher(request.checksum[0]) if request.checksum else None
-    whole = running_hashes.take(row.id, row.offset)
-    state.hashers = [h for h in (checksum, whole) if h is not None]
+    state.hashers = [checksum] if checksum is not None else []
     beat = asyncio.create_task(_heartbeat(database, settings, row.id, token, state, commit=checksum is None))
     too_large: PayloadTooLarge | None = None
     try:
@@ -315,7 +323,7 @@ async def _write(
         and (not complete or checksum.digest() != request.checksum[1])
     ):
         await writer.truncate(path, row.offset)
-        await _release(database, row.id, token, offset=row.offset)
+        await _release(database, row.id, token, offset=row.offset, length=length)
         if too_large is not None:
             raise too_large
         if complete:
@@ -327,20 +335,16 @@ async def _write(
     now = utcnow()
     offset = state.durable
     done = length is not None and offset >= length
-    values: dict[str, Any] = {"offset": offset, "updated_at": now}
+    values: dict[str, Any] = {"offset": offset, "length": length, "updated_at": now}
     if done:
         values.update(state=COMPLETE, completed_at=now, expires_at=None)
-        if whole is not None:
-            values["sha256"] = whole.hexdigest()
     elif offset > row.offset:
         values["expires_at"] = now + timedelta(seconds=settings.upload_expiry_seconds)
     updated = await _release(database, row.id, token, **values)
     if updated is None:
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
-    if done and whole is None:
+    if done:  # the whole-file SHA-256 is computed off the request path
         compute_sha256_later(database, settings, row.id)
-    elif not done and whole is not None:
-        running_hashes.put(row.id, offset, whole)
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
     return updated
@@ -369,5 +373,4 @@ async def terminate(database: Database, settings: Settings, principal: Principal
         await session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Locked("a PATCH is writing to this upload right now; try again when it has finished")
-    running_hashes.take(row.id, -1)
     await asyncio.to_thread(file_path(settings, row.id).unlink, missing_ok=True)

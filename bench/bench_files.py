@@ -1,0 +1,280 @@
+"""Uploads and downloads against their peers, in the same run, on loopback.
+
+    upload 1 GiB: one PATCH, and 8 MiB PATCHes  — tsm (PostgreSQL)  vs  @tus/server + @tus/file-store
+    download 1 GiB: full GET, and one 512 MiB Range — tsm             vs  nginx (sendfile on)
+
+Every server gets the same minimal HTTP/1.1 client (one keep-alive socket; request bodies go
+out with sendfile, response bodies are read into one reused buffer and dropped), so the client
+costs the same for each and the figures are the servers'. Best of --repeat runs; the page cache
+is warm for downloads and `sync` runs before every upload.
+
+Peers (installed once, outside the repository):
+    npm install --prefix /tmp/tuspeer @tus/server @tus/file-store      (done here if missing)
+    apt-get install -y nginx-light
+
+    .venv/bin/python bench/bench_files.py [--size-mib 1024] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+from files_http import Connection  # bench/files_http.py, beside this script
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PEER_DIR = Path("/tmp/tuspeer")
+PG_ADMIN = os.environ.get("TSM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BENCH_DB = "tsm_bench_files"
+MIB = 1 << 20
+
+TUS_SERVER_JS = """
+import { Server } from '@tus/server';
+import { FileStore } from '@tus/file-store';
+const [port, directory] = process.argv.slice(2);
+const server = new Server({ path: '/files', datastore: new FileStore({ directory }) });
+server.listen({ host: '127.0.0.1', port: Number(port) });
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def make_data(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size == size:
+        return
+    with path.open("wb") as handle:
+        left = size
+        block = os.urandom(8 * MIB)
+        while left:
+            handle.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+            block = block[1:] + block[:1]  # not one repeated block, but cheap
+
+
+def upload(port: int, data: Path, chunk: int | None) -> tuple[float, str]:
+    """Create a tus upload and PATCH the whole file; returns (seconds, upload path)."""
+    size = data.stat().st_size
+    with Connection("127.0.0.1", port) as conn, data.open("rb") as source:
+        status, headers = conn.request("POST", "/files", {"Upload-Length": str(size), "Tus-Resumable": "1.0.0"})
+        assert status == 201, (status, headers)
+        path = urlsplit(headers["location"]).path
+        os.sync()
+        started = time.perf_counter()
+        offset = 0
+        while offset < size:
+            count = min(chunk or size, size - offset)
+            status, headers = conn.request(
+                "PATCH",
+                path,
+                {
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                },
+                body=(source, offset, count),
+            )
+            assert status == 204, (status, headers)
+            offset = int(headers["upload-offset"])
+        return time.perf_counter() - started, path
+
+
+def wait_hashed(port: int, path: str, timeout: float = 120) -> None:
+    """Our server hashes a finished upload in the background: let it finish before the next run."""
+    deadline = time.monotonic() + timeout
+    with Connection("127.0.0.1", port) as conn:
+        while conn.get_json(f"{path}/info").get("sha256") is None:  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise RuntimeError("the upload's SHA-256 never appeared")
+            time.sleep(0.05)
+
+
+def download(port: int, path: str, byte_range: tuple[int, int] | None) -> tuple[float, int]:
+    headers = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+    with Connection("127.0.0.1", port) as conn:
+        started = time.perf_counter()
+        status, _headers, received = conn.request_drain("GET", path, headers)
+        elapsed = time.perf_counter() - started
+    assert status == (206 if byte_range else 200), status
+    return elapsed, received
+
+
+def best(times: list[float]) -> float:
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size_mib * MIB
+
+    if not (PEER_DIR / "node_modules/@tus/file-store").exists():
+        subprocess.run(
+            ["npm", "install", "--prefix", str(PEER_DIR), "--no-audit", "--no-fund", "@tus/server", "@tus/file-store"],
+            check=True,
+        )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        print("nginx is missing: apt-get install -y nginx-light", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="tsm-bench-files-"))
+    work.chmod(0o755)  # nginx workers run as www-data
+    data = work / "data.bin"
+    processes: list[subprocess.Popen[bytes]] = []
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+    asyncio.run(_admin(f'CREATE DATABASE "{BENCH_DB}"'))
+    try:
+        make_data(data, size)
+        db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{BENCH_DB}"
+        tsm_port, tus_port, nginx_port = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TSM_DATABASE_URL": db_url,
+            "TSM_STORAGE_DIR": str(work / "tsm"),
+            "TSM_PORT": str(tsm_port),
+            "TSM_LOG_LEVEL": "warning",
+        }
+        log = (work / "servers.log").open("ab")
+        tsm = subprocess.Popen([sys.executable, "-m", "app", "run"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        processes.append(tsm)
+        (PEER_DIR / "bench_server.mjs").write_text(TUS_SERVER_JS)
+        (work / "tus").mkdir()
+        tus = subprocess.Popen(
+            ["node", str(PEER_DIR / "bench_server.mjs"), str(tus_port), str(work / "tus")],
+            cwd=PEER_DIR,
+            stdout=log,
+            stderr=log,
+        )
+        processes.append(tus)
+        (work / "www").mkdir()
+        (work / "nginx.conf").write_text(NGINX_CONF.format(tmp=work, port=nginx_port, root=work / "www"))
+        nginx_process = subprocess.Popen([nginx, "-c", str(work / "nginx.conf")], stdout=log, stderr=log)
+        processes.append(nginx_process)
+        for port, process in ((tsm_port, tsm), (tus_port, tus), (nginx_port, nginx_process)):
+            wait_port(port, process)
+
+        results: dict[str, dict[str, float]] = {}
+        tsm_path = ""
+        for label, chunk in (("upload, one PATCH", None), ("upload, 8 MiB PATCHes", 8 * MIB)):
+            ours, peer = [], []
+            for _ in range(args.repeat):
+                seconds, tsm_path_run = upload(tsm_port, data, chunk)
+                ours.append(seconds)
+                wait_hashed(tsm_port, tsm_path_run)
+                if tsm_path:
+                    with Connection("127.0.0.1", tsm_port) as conn:
+                        conn.request("DELETE", tsm_path, {"Tus-Resumable": "1.0.0"})
+                tsm_path = tsm_path_run
+                seconds, _ = upload(tus_port, data, chunk)
+                peer.append(seconds)
+                for leftover in (work / "tus").iterdir():
+                    leftover.unlink()
+            results[label] = {"ours": size / best(ours) / MIB, "peer": size / best(peer) / MIB}
+
+        # Downloads: the last upload, served by us and (hard-linked, same page cache) by nginx.
+        file_id = tsm_path.rsplit("/", 1)[1]
+        os.link(work / "tsm" / "files" / file_id, work / "www" / "data.bin")
+        span = (size // 7, size // 7 + size // 2 - 1)
+        for label, byte_range in (("download, full", None), ("download, 512 MiB range", span)):
+            ours, peer = [], []
+            expected = size if byte_range is None else byte_range[1] - byte_range[0] + 1
+            for _ in range(args.repeat):
+                seconds, received = download(tsm_port, tsm_path, byte_range)
+                assert received == expected, (received, expected)
+                ours.append(seconds)
+                seconds, received = download(nginx_port, "/data.bin", byte_range)
+                assert received == expected, (received, expected)
+                peer.append(seconds)
+            moved = expected / MIB
+            results[label] = {"ours": moved / best(ours), "peer": moved / best(peer)}
+
+        print(f"\nfiles benchmark: {args.size_mib} MiB, best of {args.repeat}, loopback, {os.cpu_count()} CPUs")
+        print(f"{'case':<26}{'tsm MB/s':>12}{'peer MB/s':>12}{'ratio':>8}   peer")
+        for label, row in results.items():
+            peer_name = "@tus/server" if label.startswith("upload") else "nginx"
+            ratio = row["ours"] / row["peer"]
+            print(f"{label:<26}{row['ours']:>12.0f}{row['peer']:>12.0f}{ratio:>8.2f}   {peer_name}")
+        print("(MB/s here = MiB/s; targets: upload ratio >= 1.2, download ratio >= 0.5)")
+        return 0
+    finally:
+        for process in processes:
+            stop(process)
+        shutil.rmtree(work, ignore_errors=True)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
