@@ -48,10 +48,10 @@ class LiveServer:
         self.log = storage.parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> LiveServer:
-        log = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "run"], env=self.env, cwd=ROOT, stdout=log, stderr=log
-        )
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app", "run"], env=self.env, cwd=ROOT, stdout=log, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
