@@ -1,0 +1,308 @@
+"""CSV bytes without a full parse: record boundaries, header names, type inference, values.
+
+Record boundaries follow PostgreSQL's own CSV reader: every quote byte toggles "inside a
+quoted field", so a newline ends a record exactly when the number of quote bytes since the
+record's start is even. Counting quotes is a C-speed ``bytes.count``, which is what lets the
+import cut raw bytes into batches for ``COPY`` without parsing them in Python.
+
+    ..."a, b"\\n"c\\nd"\\n  ← the first \\n is a boundary (2 quotes), the second is not (3)
+
+The rest helps the SQLite path and the planner: decoding header names into safe column names,
+guessing a column type from a sample, and turning a text value into what SQLite stores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+from app.services.namespaces import RESERVED_PREFIXES
+
+BOM = b"\xef\xbb\xbf"
+TYPES = ("bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text")
+BOOL_TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
+BOOL_FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
+INT_RE = re.compile(r"\s*[+-]?\d+\s*")
+NUM_RE = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+TS_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
+TSTZ_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)")
+INT64 = 2**63
+
+
+class CsvError(ValueError):
+    """A malformed record; ``line`` is 1-based in the file when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: str | None = None) -> None:
+        self.message, self.line, self.column = message, line, column
+        where = f"line {line}" if line is not None else ""
+        if column:
+            where += f", column {column}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+# -- record boundaries --------------------------------------------------------------------
+
+
+def last_boundary(buf: bytes | memoryview, start: int, limit: int, quote: int) -> int | None:
+    """End (exclusive) of the last complete record in ``buf[start:limit]``, or None.
+
+    ``start`` must be a record start. A record ends after a newline with even quote parity.
+    """
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    q = bytes([quote])
+    newline = data.rfind(b"\n", start, limit)
+    if newline < 0:
+        return None
+    quotes = data.count(q, start, newline)
+    while quotes % 2:
+        previous = data.rfind(b"\n", start, newline)
+        if previous < 0:
+            return None
+        quotes -= data.count(q, previous, newline)
+        newline = previous
+    return newline + 1
+
+
+def split_records(data: bytes, quote: int) -> list[bytes]:
+    """All records of ``data`` (which starts at a record start), each with its line end."""
+    q = bytes([quote])
+    records: list[bytes] = []
+    start = pos = 0
+    quotes = 0
+    while True:
+        newline = data.find(b"\n", pos)
+        if newline < 0:
+            break
+        quotes += data.count(q, pos, newline)
+        pos = newline + 1
+        if quotes % 2 == 0:
+            records.append(data[start:pos])
+            start, quotes = pos, 0
+    if start < len(data):
+        records.append(data[start:])
+    return records
+
+
+def data_end(tail: bytes, size: int) -> int:
+    """Where the data ends: blank lines at the very end (an editor artefact) are not rows."""
+    stripped = tail.rstrip(b"\r\n")
+    if len(stripped) == len(tail):
+        return size
+    if not stripped and len(tail) == size:
+        return 0
+    ending = 2 if tail[len(stripped) :].startswith(b"\r\n") else 1
+    return size - (len(tail) - len(stripped)) + ending
+
+
+def quote_copy_end_markers(data: bytes, quote: int) -> bytes:
+    r"""Quote a record that is just ``\.``: PostgreSQL's COPY would take it for end-of-data."""
+    if b"\\." not in data:
+        return data
+    out = []
+    for record in split_records(data, quote):
+        if record.rstrip(b"\r\n") == b"\\.":
+            q = bytes([quote])
+            record = q + b"\\." + q + record[2:]
+        out.append(record)
+    return b"".join(out)
+
+
+# -- names ------------------------------------------------------------------------------
+
+
+def sanitize_names(raw: Iterable[str]) -> list[str]:
+    """Header names → safe, distinct, lower-case SQL identifiers (never trusted as given)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for index, value in enumerate(raw, start=1):
+        ascii_text = unicodedata.normalize("NFKD", value or "").encode("ascii", "ignore").decode()
+        name = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
+        if not name:
+            name = f"column_{index}"
+        if name[0].isdigit() or name.startswith(RESERVED_PREFIXES):
+            name = f"c_{name}"
+        name = name[:63]
+        candidate, suffix = name, 2
+        while candidate in seen:
+            tail = f"_{suffix}"
+            candidate = name[: 63 - len(tail)] + tail
+            suffix += 1
+        seen.add(candidate)
+        names.append(candidate)
+    return names
+
+
+# -- parsing (SQLite path, header, sample) ----------------------------------------------
+
+
+def reader(text: str, delimiter: str, quote: str) -> csv.Reader:  # type: ignore[name-defined]
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quote, strict=False)
+
+
+def quoted_null_possible(text: str, delimiter: str, quote: str, null: str) -> bool:
+    """Could a field be ``"<null>"`` (quoted, so *not* NULL)? csv.reader cannot tell us."""
+    token = quote + null + quote
+    pattern = rf"(?:^|[{re.escape(delimiter)}\n]){re.escape(token)}(?=[{re.escape(delimiter)}\r\n]|$)"
+    return token in text and re.search(pattern, text, re.MULTILINE) is not None
+
+
+def parse_rows(text: str, delimiter: str, quote: str, null: str) -> list[tuple[int, list[str | None]]]:
+    """Records of ``text`` as (first line, 0-based relative; values); unquoted ``null`` → None."""
+    if quoted_null_possible(text, delimiter, quote, null):
+        return _parse_exact(text, delimiter, quote, null)
+    rows: list[tuple[int, list[str | None]]] = []
+    parsed = reader(text, delimiter, quote)
+    line = 0
+    try:
+        for row in parsed:
+            rows.append((line, [None if v == null else v for v in row]))
+            line = parsed.line_num
+    except csv.Error as exc:
+        raise CsvError(str(exc), line + 1) from None
+    return rows
+
+
+def _parse_exact(text: str, delimiter: str, quote: str, null: str) -> list[tuple[int, list[str | None]]]:
+    """A slower parser that knows which fields were quoted (only used when it matters)."""
+    q, d = re.escape(quote), re.escape(delimiter)
+    quoted_re = re.compile(rf"{q}((?:[^{q}]|{q}{q})*){q}")
+    rest_re = re.compile(rf"[^{d}\r\n]*")
+    rows: list[tuple[int, list[str | None]]] = []
+    pos, n, line = 0, len(text), 0
+    while pos < n:
+        first_line, row = line, []
+        if text[pos] in "\r\n":  # blank line
+            pos += 2 if text.startswith("\r\n", pos) else 1
+            line += 1
+            rows.append((first_line, []))
+            continue
+        while True:
+            value: str | None
+            if text.startswith(quote, pos):
+                match = quoted_re.match(text, pos)
+                if match is None:
+                    raise CsvError("unterminated quoted field", first_line + 1)
+                value = match.group(1).replace(quote + quote, quote)
+                line += value.count("\n")
+                tail = rest_re.match(text, match.end())
+                assert tail is not None
+                value += tail.group()
+                pos = tail.end()
+            else:
+                match = rest_re.match(text, pos)
+                assert match is not None
+                value = None if match.group() == null else match.group()
+                pos = match.end()
+            row.append(value)
+            if pos < n and text[pos] == delimiter:
+                pos += 1
+                continue
+            if pos < n:
+                pos += 2 if text.startswith("\r\n", pos) else 1
+                line += 1
+            break
+        rows.append((first_line, row))
+    return rows
+
+
+# -- types --------------------------------------------------------------------------------
+
+
+def value_type(value: str) -> str:
+    if INT_RE.fullmatch(value) and -INT64 <= int(value) < INT64:
+        return "bigint"
+    if NUM_RE.fullmatch(value):
+        return "numeric"
+    if value.strip().lower() in ("true", "false", "t", "f"):
+        return "boolean"
+    if DATE_RE.fullmatch(value) and _ok(date.fromisoformat, value):
+        return "date"
+    if TS_RE.fullmatch(value) and _ok(datetime.fromisoformat, value):
+        return "timestamp"
+    if TSTZ_RE.fullmatch(value) and _ok(datetime.fromisoformat, value):
+        return "timestamptz"
+    return "text"
+
+
+def _ok(parse: object, value: str) -> bool:
+    try:
+        parse(value)  # type: ignore[operator]
+    except ValueError:
+        return False
+    return True
+
+
+WIDER = {
+    ("bigint", "numeric"): "numeric",
+    ("timestamp", "timestamptz"): "timestamptz",
+    ("date", "timestamp"): "timestamp",
+}
+
+
+def merge_type(current: str | None, seen: str) -> str:
+    if current is None or current == seen:
+        return seen
+    return WIDER.get((current, seen)) or WIDER.get((seen, current)) or "text"
+
+
+def infer_types(rows: Iterable[list[str | None]], width: int) -> list[str]:
+    """The narrowest type per column that every sampled non-null value fits; all-null → text."""
+    found: list[str | None] = [None] * width
+    for row in rows:
+        for index, value in enumerate(row[:width]):
+            if value is not None and value != "" and found[index] != "text":
+                found[index] = merge_type(found[index], value_type(value))
+    return [t or "text" for t in found]
+
+
+def sql_type(type_name: str, postgres: bool) -> str:
+    if postgres:
+        return {"timestamptz": "timestamp with time zone", "timestamp": "timestamp"}.get(type_name, type_name)
+    return {"bigint": "INTEGER", "text": "TEXT"}.get(type_name, type_name.upper())
+
+
+def converter_for(declared: str) -> str:
+    """Map a declared SQL type (of an existing table) back to one of :data:`TYPES`."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "bigint"
+    if "BOOL" in upper:
+        return "boolean"
+    if "TIMESTAMP" in upper or "DATETIME" in upper:
+        return "timestamptz" if "TIME ZONE" in upper and "WITHOUT" not in upper else "timestamp"
+    if upper == "DATE":
+        return "date"
+    if any(word in upper for word in ("NUMERIC", "DECIMAL", "REAL", "DOUBLE", "FLOAT")):
+        return "numeric"
+    return "text"
+
+
+def convert(value: str, type_name: str) -> object:
+    """Check and convert one non-null text value for SQLite; ValueError says why not."""
+    if type_name == "text":
+        return value
+    if type_name == "bigint":
+        if INT_RE.fullmatch(value) and -INT64 <= int(value) < INT64:
+            return int(value)
+    elif type_name == "numeric":
+        if NUM_RE.fullmatch(value):
+            try:
+                return str(Decimal(value.strip()))
+            except InvalidOperation:
+                pass
+    elif type_name == "boolean":
+        word = value.strip().lower()
+        if word in BOOL_TRUE or word in BOOL_FALSE:
+            return 1 if word in BOOL_TRUE else 0
+    elif type_name == "date":
+        if _ok(date.fromisoformat, value.strip()):
+            return date.fromisoformat(value.strip()).isoformat()
+    elif _ok(datetime.fromisoformat, value.strip()):
+        return datetime.fromisoformat(value.strip()).isoformat(sep=" ")
+    raise ValueError(f'invalid input syntax for type {type_name}: "{value[:80]}"')

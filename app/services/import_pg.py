@@ -1,0 +1,222 @@
+"""PostgreSQL: raw CSV bytes streamed into ``COPY ... FROM STDIN`` inside the checkpoint's transaction.
+
+    ctx.checkpoint(state, work=copy)          one transaction, fenced by the lease token:
+        COPY staging FROM STDIN (csv)  ← the batch's sub-chunks, stopping early on a pause
+        UPDATE tasks SET checkpoint = {offset, rows, ...} WHERE id = ... AND lease_token = ...
+    COMMIT
+
+Both commit or neither does, so a crash at any instant never duplicates or loses a row: the
+next run starts from the checkpoint's byte offset. With ``on_error=skip`` the batch runs
+under a savepoint; if it fails it is split in halves (each under its own savepoint) until
+the failing records are isolated and written to the reject file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.services import csv_scan
+from app.services.import_source import Batch, Rejects, decode
+from app.services.namespaces import quote as q
+from app.services.runner import TaskContext
+
+ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
+PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
+
+
+class ImportFailed(Exception):
+    """The data cannot be imported as asked (bad record, changed file...): retrying will not help."""
+
+
+async def raw_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    await conn.execute(text("SELECT 1"))  # SQLAlchemy begins its transaction lazily: start it now
+    raw = await conn.get_raw_connection()
+    apg = raw.driver_connection
+    assert apg is not None and apg.is_in_transaction(), "COPY must run inside the checkpoint's transaction"
+    return apg
+
+
+class PgLoader:
+    def __init__(self, ctx: TaskContext, params: Any, schema: str, staging: str, encoding: str) -> None:
+        self.ctx, self.params = ctx, params
+        self.schema, self.staging = schema, staging
+        self.encoding = encoding
+        self.quote_byte = ord(params.quote)
+
+    # -- tables -------------------------------------------------------------------------
+    async def target_columns(self, conn: AsyncConnection, table: str) -> list[tuple[str, str]] | None:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t AND a.attnum > 0 AND NOT a.attisdropped "
+                    "ORDER BY a.attnum"
+                ),
+                {"s": self.schema, "t": table},
+            )
+        ).all()
+        return [(r[0], r[1]) for r in rows] or None
+
+    async def exists(self, conn: AsyncConnection, table: str) -> bool:
+        found = await conn.execute(
+            text("SELECT 1 FROM pg_tables WHERE schemaname = :s AND tablename = :t"), {"s": self.schema, "t": table}
+        )
+        return found.first() is not None
+
+    def qualified(self, table: str) -> str:
+        return f"{q(self.schema)}.{q(table)}"
+
+    async def create_staging(self, conn: AsyncConnection, columns: list[tuple[str, str]]) -> None:
+        await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {q(self.schema)}"))
+        await conn.execute(text(f"DROP TABLE IF EXISTS {self.qualified(self.staging)}"))
+        body = ", ".join(f"{q(name)} {sql}" for name, sql in columns)
+        await conn.execute(text(f"CREATE TABLE {self.qualified(self.staging)} ({body})"))
+
+    async def drop_staging(self, conn: AsyncConnection) -> None:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {self.qualified(self.staging)}"))
+
+    async def publish(self, conn: AsyncConnection, table: str, mode: str, columns: list[str]) -> None:
+        """Staging becomes the target: in the caller's transaction, so all or nothing."""
+        target, staging = self.qualified(table), self.qualified(self.staging)
+        if mode == "append" and await self.exists(conn, table):
+            names = ", ".join(q(c) for c in columns)
+            await conn.execute(text(f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY ctid"))
+            await conn.execute(text(f"DROP TABLE {staging}"))
+            return
+        if mode == "replace":
+            await conn.execute(text(f"DROP TABLE IF EXISTS {target}"))
+        elif await self.exists(conn, table):
+            raise ImportFailed(f"table {table!r} was created by someone else while this import ran")
+        await conn.execute(text(f"ALTER TABLE {staging} RENAME TO {q(table)}"))
+
+    # -- batches ------------------------------------------------------------------------
+    def _prepare(self, chunk: bytes, first_line: int) -> bytes:
+        if self.encoding not in PASS_THROUGH:
+            chunk = decode(chunk, self.encoding, first_line).encode()
+        return csv_scan.quote_copy_end_markers(chunk, self.quote_byte)
+
+    async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[bytes], columns: list[str]) -> int:
+        status = await apg.copy_to_table(
+            self.staging,
+            source=pieces,
+            schema_name=self.schema,
+            columns=columns,
+            format="csv",
+            delimiter=self.params.delimiter,
+            quote=self.params.quote,
+            null=self.params.null,
+        )
+        return int(status.split()[-1])
+
+    async def copy_batch(
+        self, conn: AsyncConnection, batch: Batch, first_line: int, columns: list[str], rejects: Rejects | None
+    ) -> tuple[int, int, int]:
+        """COPY the batch (stopping after any sub-chunk if a pause is pending).
+
+        Returns (rows loaded, bytes consumed, lines consumed).
+        """
+        apg = await raw_connection(conn)
+        used: list[bytes] = []
+        line = first_line
+
+        async def pieces() -> AsyncIterator[bytes]:
+            nonlocal line
+            for chunk in batch.chunks:
+                if used and self.ctx.stop_requested:
+                    return
+                data = self._prepare(chunk, line)
+                used.append(chunk)
+                line += chunk.count(b"\n")
+                yield data
+
+        if rejects is not None:
+            await apg.execute("SAVEPOINT tsm_batch")
+        try:
+            rows = await self._copy(apg, pieces(), columns)
+        except (*ROW_ERRORS, csv_scan.CsvError) as exc:
+            if rejects is None:
+                raise ImportFailed(self._locate(exc, used, first_line)) from None
+            await apg.execute("ROLLBACK TO SAVEPOINT tsm_batch")
+            records = list(self._records(used, first_line))
+            rows = await self._isolate(apg, records, columns, rejects)
+        else:
+            if rejects is not None:
+                await apg.execute("RELEASE SAVEPOINT tsm_batch")
+        consumed = b"".join(used)
+        return rows, len(consumed), consumed.count(b"\n")
+
+    def _records(self, chunks: list[bytes], first_line: int) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        line = first_line
+        for chunk in chunks:
+            for record in csv_scan.split_records(chunk, self.quote_byte):
+                out.append((line, record))
+                line += record.count(b"\n")
+        return out
+
+    def _locate(self, exc: Exception, chunks: list[bytes], first_line: int) -> str:
+        if isinstance(exc, csv_scan.CsvError):
+            return str(exc)
+        where = WHERE_RE.search(getattr(exc, "context", None) or "")
+        reason = getattr(exc, "message", str(exc))
+        if where is None:
+            return f"lines {first_line}-: {reason}"
+        records = self._records(chunks, first_line)
+        index = int(where.group(1)) - 1
+        line = records[index][0] if 0 <= index < len(records) else first_line
+        column = f", column {where.group(2)}" if where.group(2) else ""
+        return f"line {line}{column}: {reason}"
+
+    async def _isolate(
+        self, apg: asyncpg.Connection, records: list[tuple[int, bytes]], columns: list[str], rejects: Rejects
+    ) -> int:
+        """Load ``records`` under savepoints, halving failing groups down to single bad records."""
+        if not records:
+            return 0
+        if len(records) == 1:
+            line, record = records[0]
+            try:
+                data = self._prepare(record, line)
+            except csv_scan.CsvError as exc:
+                rejects.add(line, exc.message, record.decode(self.encoding, "replace"))
+                return 0
+        else:
+            data = b""
+        await apg.execute("SAVEPOINT tsm_part")
+        try:
+            if len(records) == 1:
+                rows = await self._copy(apg, _once(data), columns)
+            else:
+                joined = b"".join(self._prepare_or_fail(r) for r in records)
+                rows = await self._copy(apg, _once(joined), columns)
+        except (*ROW_ERRORS, csv_scan.CsvError) as exc:
+            await apg.execute("ROLLBACK TO SAVEPOINT tsm_part")
+            await apg.execute("RELEASE SAVEPOINT tsm_part")
+            if len(records) == 1:
+                line, record = records[0]
+                where = WHERE_RE.search(getattr(exc, "context", None) or "")
+                column = f"column {where.group(2)}: " if where and where.group(2) else ""
+                reason = getattr(exc, "message", str(exc))
+                rejects.add(line, f"{column}{reason}", record.decode(self.encoding, "replace"))
+                return 0
+            middle = len(records) // 2
+            return await self._isolate(apg, records[:middle], columns, rejects) + await self._isolate(
+                apg, records[middle:], columns, rejects
+            )
+        await apg.execute("RELEASE SAVEPOINT tsm_part")
+        return rows
+
+    def _prepare_or_fail(self, record: tuple[int, bytes]) -> bytes:
+        return self._prepare(record[1], record[0])
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -1,0 +1,360 @@
+"""The import's input and its by-products: the source file, its batches, its reject file.
+
+Reading a source::
+
+    source file ── fingerprint (size, mtime, sha256 of head and tail) ── checked on every resume
+        │
+        ├─ plan: BOM, header → column names, a sample → column types
+        └─ batches: [offset, offset + batch_bytes) cut back to a record boundary, then split
+                    into sub-chunks, each also ending on a record boundary, so a pause can stop
+                    a batch after any sub-chunk and still commit whole records only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.config import Settings
+from app.errors import Conflict, NotFound, Unprocessable
+from app.models import File, utcnow
+from app.services import csv_scan
+from app.services.csv_scan import BOM, CsvError
+from app.services.files import get_file
+from app.services.keys import Principal
+from app.services.storage import file_path, files_dir
+
+FINGERPRINT_BYTES = 64 * 1024
+SAMPLE_BYTES = 1024 * 1024
+SAMPLE_ROWS = 1000
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+SUB_CHUNK_BYTES = 256 * 1024
+REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
+
+
+# -- where the bytes are ------------------------------------------------------------------
+
+
+def resolve_storage_path(settings: Settings, relative: str) -> Path:
+    """A path inside storage/, never outside it and never into owners' data (422 otherwise)."""
+    pure = PurePosixPath(relative)
+    if not relative or "\\" in relative or "\x00" in relative or pure.is_absolute():
+        raise Unprocessable(f"path {relative!r} must be relative to the storage directory")
+    if ".." in pure.parts:
+        raise Unprocessable(f"path {relative!r} must not contain '..'")
+    root = settings.storage_dir.resolve()
+    resolved = (root / pure).resolve()
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise Unprocessable(f"path {relative!r} leads outside the storage directory")
+    for private in (files_dir(settings).resolve(), (settings.storage_dir / "tables").resolve()):
+        if resolved.is_relative_to(private):
+            raise Unprocessable(f"path {relative!r} is inside owners' data; import by file_id instead")
+    if resolved.parent == root and resolved.name.startswith("tsm.sqlite3"):
+        raise Unprocessable(f"path {relative!r} is the service's own database")
+    if not resolved.exists():
+        raise NotFound(f"no file at storage path {relative!r}")
+    if not resolved.is_file():
+        raise Unprocessable(f"storage path {relative!r} is not a regular file")
+    return resolved
+
+
+async def resolve_source(
+    session: AsyncSession, settings: Settings, principal: Principal | None, file_id: str | None, path: str | None
+) -> Path:
+    """The bytes to import. ``principal`` None = the runner, after creation checked access."""
+    if path is not None:
+        return resolve_storage_path(settings, path)
+    assert file_id is not None
+    location = file_path(settings, file_id)  # 404 for anything that is not a UUID
+    if principal is not None:
+        row = await get_file(session, principal, file_id)
+    else:
+        row = (await session.execute(select(File).where(File.id == file_id))).scalar_one_or_none()
+        if row is None or row.state in ("deleted", "expired"):
+            raise NotFound(f"file {file_id} is gone")
+    if row.state != "complete":
+        raise Conflict(f"file {file_id} is still {row.state}; import it once it is complete", file_state=row.state)
+    if not location.is_file():
+        raise NotFound(f"the bytes of file {file_id} are gone")
+    return location
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    with path.open("rb") as handle:
+        head = handle.read(FINGERPRINT_BYTES)
+        handle.seek(max(0, stat.st_size - FINGERPRINT_BYTES))
+        tail = handle.read(FINGERPRINT_BYTES)
+    digest = hashlib.sha256(head + b"|" + tail).hexdigest()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": digest}
+
+
+# -- what is in it ------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    names: list[str]  # sanitised CSV column names, in file order
+    types: list[str]
+    data_start: int  # byte offset of the first data record
+    data_end: int  # byte offset where data ends (trailing blank lines excluded)
+    first_line: int  # 1-based line number of the first data record
+
+
+def check_encoding(encoding: str) -> str:
+    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n."""
+    import codecs
+
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(("utf-16", "utf-32")):
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
+    return name
+
+
+def decode(data: bytes, encoding: str, first_line: int) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise CsvError(f"invalid byte sequence for encoding {encoding} (byte 0x{data[exc.start]:02x})", line) from None
+
+
+def make_plan(path: Path, params: Any) -> Plan:
+    """Read the head of the file: BOM, header names, and a sample for the column types."""
+    quote = ord(params.quote)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(SAMPLE_BYTES)
+        while last_cut(head, quote) is None and len(head) < min(size, MAX_RECORD_BYTES):
+            head += handle.read(SAMPLE_BYTES)
+        handle.seek(max(0, size - FINGERPRINT_BYTES))
+        end = csv_scan.data_end(handle.read(FINGERPRINT_BYTES), size)
+    if size == 0 or end == 0:
+        raise Unprocessable("the file is empty")
+    if b"\x00" in head[:FINGERPRINT_BYTES]:
+        raise Unprocessable("the file looks binary (it contains NUL bytes), not like CSV text")
+    start = len(BOM) if head.startswith(BOM) and params.encoding.replace("_", "-").lower().startswith("utf") else 0
+    line = 1
+    names: list[str] = []
+    if params.header:
+        cut = first_cut(head, start, quote) or (len(head) if len(head) >= end else None)
+        if cut is None:
+            raise Unprocessable("the header line does not end within the first 64 MiB")
+        header = decode(head[start:cut], params.encoding, 1)
+        rows = csv_scan.parse_rows(header, params.delimiter, params.quote, "\x00")
+        names = csv_scan.sanitize_names([v or "" for v in rows[0][1]]) if rows else []
+        line += head.count(b"\n", start, cut)
+        start = cut
+    sample_end = last_cut(head, quote, start) if len(head) < end else min(len(head), end)
+    sample_rows: list[list[str | None]] = []
+    if sample_end and sample_end > start:
+        try:
+            text = decode(head[start:sample_end], params.encoding, line)
+            parsed = csv_scan.parse_rows(text, params.delimiter, params.quote, params.null)
+            sample_rows = [row for _, row in parsed[:SAMPLE_ROWS]]
+        except CsvError:
+            sample_rows = []  # the load reports the exact line; inference just falls back to text
+    width = len(names) or max((len(r) for r in sample_rows), default=0)
+    if not names:
+        if width == 0:
+            raise Unprocessable("no columns found: the file has no header and no data")
+        names = [f"column_{i}" for i in range(1, width + 1)]
+    if params.columns:
+        if len(params.columns) != len(names):
+            raise Unprocessable(f"params.columns names {len(params.columns)} columns but the file has {len(names)}")
+        names = [c.name for c in params.columns]
+    inferred = csv_scan.infer_types(sample_rows, len(names)) if params.infer_types else ["text"] * len(names)
+    if params.columns:
+        inferred = [c.type or t for c, t in zip(params.columns, inferred, strict=True)]
+    return Plan(names, inferred, start, max(end, start), line)
+
+
+def first_cut(data: bytes, start: int, quote: int) -> int | None:
+    q = bytes([quote])
+    pos, quotes = start, 0
+    while (newline := data.find(b"\n", pos)) >= 0:
+        quotes += data.count(q, pos, newline)
+        pos = newline + 1
+        if quotes % 2 == 0:
+            return pos
+    return None
+
+
+def last_cut(data: bytes, quote: int, start: int = 0) -> int | None:
+    return csv_scan.last_boundary(data, start, len(data), quote)
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    offset: int
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def end(self) -> int:
+        return self.offset + sum(len(c) for c in self.chunks)
+
+
+class BatchReader:
+    """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread)."""
+
+    def __init__(self, path: Path, end: int, batch_bytes: int, quote: int) -> None:
+        self.handle = path.open("rb")
+        self.end = end
+        self.batch_bytes = batch_bytes
+        self.sub_bytes = min(SUB_CHUNK_BYTES, batch_bytes)
+        self.quote = quote
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def read(self, offset: int) -> Batch | None:
+        if offset >= self.end:
+            return None
+        self.handle.seek(offset)
+        want = min(self.batch_bytes, self.end - offset)
+        buf = self.handle.read(want)
+        while True:
+            if offset + len(buf) >= self.end:  # the last batch: everything that is left
+                if buf.count(bytes([self.quote])) % 2:
+                    cut = last_cut(buf, self.quote) or 0
+                    raise RecordError("unterminated quoted field", buf.count(b"\n", 0, cut))
+                cut = len(buf)
+                break
+            cut = last_cut(buf, self.quote)
+            if cut is not None:
+                break
+            if len(buf) >= MAX_RECORD_BYTES:
+                raise RecordError("a record is longer than 64 MiB (no line end outside quotes)", 0)
+            more = self.handle.read(min(len(buf), self.end - offset - len(buf)))
+            buf += more
+        batch = Batch(offset)
+        pos = 0
+        while pos < cut:
+            limit = pos + self.sub_bytes
+            piece = last_cut_between(buf, pos, min(limit, cut), self.quote) if limit < cut else cut
+            while piece is None:
+                limit *= 2
+                piece = last_cut_between(buf, pos, min(limit, cut), self.quote) if limit < cut else cut
+            batch.chunks.append(buf[pos:piece])
+            pos = piece
+        return batch
+
+
+def last_cut_between(data: bytes, start: int, limit: int, quote: int) -> int | None:
+    return csv_scan.last_boundary(data, start, limit, quote)
+
+
+class RecordError(Exception):
+    """A record that cannot be cut out of the file, ``lines`` lines into the batch."""
+
+    def __init__(self, message: str, lines: int) -> None:
+        self.message, self.lines = message, lines
+        super().__init__(message)
+
+
+# -- rejects ------------------------------------------------------------------------------
+
+
+class Rejects:
+    """The reject CSV (line, error, record): a ``files`` row of origin "rejects", id derived
+    from the task id so a resumed run finds it again; truncated back to the checkpoint's size."""
+
+    def __init__(self, settings: Settings, task_id: str, owner: str, table: str, size: int) -> None:
+        self.file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
+        self.path = file_path(settings, self.file_id)
+        self.owner, self.task_id, self.table = owner, task_id, table
+        self.size = size
+        self.pending: list[bytes] = []
+        self.counted = 0  # records rejected since the last flush
+        self.row_known = False
+        if size == 0:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            with self.path.open("r+b") as handle:
+                handle.truncate(size)
+
+    def add(self, line: int, reason: str, record: str) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        if self.size == 0 and not self.pending:
+            writer.writerow(["line", "error", "record"])
+        writer.writerow([line, reason, record.rstrip("\r\n")])
+        self.pending.append(out.getvalue().encode())
+        self.counted += 1
+
+    def flush(self) -> int:
+        """Write what is pending to disk (durably: the checkpoint will count these bytes)."""
+        if self.pending:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as handle:
+                for piece in self.pending:
+                    handle.write(piece)
+                handle.flush()
+                os.fsync(handle.fileno())
+                self.size = handle.tell()
+            self.pending.clear()
+        return self.size
+
+    def discard(self) -> None:
+        self.pending.clear()
+        self.counted = 0
+
+    async def ensure_row(self, conn: AsyncConnection) -> None:
+        if self.size == 0 or self.row_known:
+            return
+        found = (await conn.execute(select(File.id).where(File.id == self.file_id))).first()
+        if found is None:
+            now = utcnow()
+            await conn.execute(
+                insert(File).values(
+                    id=self.file_id,
+                    owner=self.owner,
+                    origin="rejects",
+                    filename=f"{self.table}-rejects.csv",
+                    content_type="text/csv",
+                    metadata_={},
+                    state="writing",
+                    offset=0,
+                    task_id=self.task_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        self.row_known = True
+
+    async def complete(self, conn: AsyncConnection) -> None:
+        if self.size == 0:
+            return
+        await self.ensure_row(conn)
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        now = utcnow()
+        await conn.execute(
+            update(File)
+            .where(File.id == self.file_id)
+            .values(
+                state="complete", length=self.size, offset=self.size, sha256=digest, completed_at=now, updated_at=now
+            )
+        )
+
+
+async def remove_rejects(conn: AsyncConnection, settings: Settings, task_id: str) -> None:
+    file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
+    from sqlalchemy import delete
+
+    await conn.execute(delete(File).where(File.id == file_id))
+    file_path(settings, file_id).unlink(missing_ok=True)

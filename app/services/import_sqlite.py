@@ -1,0 +1,229 @@
+"""SQLite: parse in Python, insert in batches into the owner's tables file, exactly once.
+
+The service's checkpoint lives in the service database, the rows in the owner's tables file
+(``storage/tables/<owner>.sqlite3``). An ATTACHed database would share one transaction, but
+SQLite documents that in WAL mode a commit across attached databases is atomic per file
+only, not as a set. So the import keeps its *own* checkpoint inside the tables file:
+
+    tables file:  BEGIN IMMEDIATE
+                    INSERT INTO staging ...            (the batch)
+                    UPSERT tsm_import_state(task_id)   (offset, line, rows, rejects)
+                  COMMIT                               ← the truth
+    service db:   ctx.checkpoint(same state)           ← a mirror for the API, and the pause point
+
+A crash between the two commits leaves the mirror one batch behind, never ahead of the rows;
+on resume the state in the tables file wins. Batch and state commit together or not at all,
+so no row is lost or doubled. SQLite runs as one process (see TaskEngine.start), so there is
+no second runner whose writes would need fencing by the lease token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from app.services import csv_scan
+from app.services.csv_scan import CsvError
+from app.services.import_pg import ImportFailed
+from app.services.import_source import Batch, Rejects, decode
+from app.services.namespaces import quote as q
+from app.services.runner import TaskContext
+
+STATE_DDL = "CREATE TABLE IF NOT EXISTS tsm_import_state (task_id TEXT PRIMARY KEY, state TEXT NOT NULL)"
+
+
+class SqliteLoader:
+    def __init__(self, ctx: TaskContext, params: Any, path: Path, staging: str, encoding: str) -> None:
+        self.ctx, self.params = ctx, params
+        self.path, self.staging, self.encoding = path, staging, encoding
+        self.db: sqlite3.Connection | None = None
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(STATE_DDL)
+            self.db = db
+        return self.db
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    # -- state and tables ---------------------------------------------------------------
+    def load_state(self, task_id: str) -> dict[str, Any] | None:
+        row = self._connect().execute("SELECT state FROM tsm_import_state WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _save_state(self, db: sqlite3.Connection, state: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT INTO tsm_import_state (task_id, state) VALUES (?, ?) "
+            "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state",
+            (self.ctx.task_id, json.dumps(state)),
+        )
+
+    def exists(self, table: str) -> bool:
+        found = self._connect().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (table,)
+        )
+        return found.fetchone() is not None
+
+    def target_columns(self, table: str) -> list[tuple[str, str]] | None:
+        if not self.exists(table):
+            return None
+        rows = self._connect().execute(f"PRAGMA table_info({q(table)})").fetchall()
+        return [(r[1], r[2] or "") for r in rows]
+
+    def create_staging(self, columns: list[tuple[str, str]], state: dict[str, Any]) -> None:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
+            db.execute(f"CREATE TABLE {q(self.staging)} ({', '.join(f'{q(n)} {t}' for n, t in columns)})")
+            self._save_state(db, state)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def publish(self, table: str, mode: str, columns: list[str], state: dict[str, Any]) -> None:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if mode == "append" and self.exists(table):
+                names = ", ".join(q(c) for c in columns)
+                db.execute(f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM {q(self.staging)} ORDER BY rowid")
+                db.execute(f"DROP TABLE {q(self.staging)}")
+            else:
+                if mode == "replace":
+                    db.execute(f"DROP TABLE IF EXISTS {q(table)}")
+                elif self.exists(table):
+                    raise ImportFailed(f"table {table!r} was created by someone else while this import ran")
+                db.execute(f"ALTER TABLE {q(self.staging)} RENAME TO {q(table)}")
+            self._save_state(db, state)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def drop(self, task_id: str) -> None:
+        """Cancel or permanent failure: no staging table and no state row remain."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
+        db.execute("DELETE FROM tsm_import_state WHERE task_id = ?", (task_id,))
+        db.execute("COMMIT")
+
+    # -- batches ------------------------------------------------------------------------
+    def write_batch(
+        self,
+        batch: Batch,
+        first_line: int,
+        columns: list[str],
+        types: list[str],
+        rejects: Rejects | None,
+        state: dict[str, Any],
+    ) -> tuple[int, int, int]:
+        """Insert the batch and save ``state`` (updated here) in one transaction.
+
+        Stops after any sub-chunk once a pause is pending. Returns (rows, bytes, lines).
+        """
+        db = self._connect()
+        names, marks = ", ".join(q(c) for c in columns), ", ".join("?" * len(columns))
+        insert = f"INSERT INTO {q(self.staging)} ({names}) VALUES ({marks})"
+        rows = used_bytes = used_lines = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for chunk in batch.chunks:
+                if used_bytes and self.ctx.stop_requested:
+                    break
+                values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
+                db.executemany(insert, values)
+                rows += len(values)
+                used_bytes += len(chunk)
+                used_lines += chunk.count(b"\n")
+            state["offset"] += used_bytes
+            state["line"] += used_lines
+            state["rows"] += rows
+            if rejects is not None:
+                state["reject_bytes"] = rejects.flush()
+                state["rejects"] = state.get("rejects", 0) + rejects.counted
+                rejects.counted = 0
+            self._save_state(db, state)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            if rejects is not None:
+                rejects.discard()
+            raise
+        return rows, used_bytes, used_lines
+
+    def _rows(
+        self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects | None
+    ) -> list[list[Any]]:
+        p = self.params
+        try:
+            parsed = csv_scan.parse_rows(decode(chunk, self.encoding, first_line), p.delimiter, p.quote, p.null)
+        except CsvError:
+            if rejects is None:
+                raise
+            return self._rows_one_by_one(chunk, first_line, columns, types, rejects)
+        out: list[list[Any]] = []
+        records: list[bytes] | None = None
+        for index, (relative, values) in enumerate(parsed):
+            try:
+                out.append(self._convert(values, columns, types, first_line + relative))
+            except CsvError as exc:
+                if rejects is None:
+                    raise ImportFailed(str(exc)) from None
+                records = records or csv_scan.split_records(chunk, ord(p.quote))
+                raw = records[index] if len(records) == len(parsed) else b""
+                rejects.add(first_line + relative, _reason(exc), raw.decode(self.encoding, "replace"))
+        return out
+
+    def _rows_one_by_one(
+        self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects
+    ) -> list[list[Any]]:
+        p = self.params
+        out: list[list[Any]] = []
+        line = first_line
+        for record in csv_scan.split_records(chunk, ord(p.quote)):
+            try:
+                parsed = csv_scan.parse_rows(decode(record, self.encoding, line), p.delimiter, p.quote, p.null)
+                for _, values in parsed:
+                    out.append(self._convert(values, columns, types, line))
+            except CsvError as exc:
+                rejects.add(line, _reason(exc), record.decode(self.encoding, "replace"))
+            line += record.count(b"\n")
+        return out
+
+    @staticmethod
+    def _convert(values: list[str | None], columns: list[str], types: list[str], line: int) -> list[Any]:
+        if len(values) != len(columns):
+            if not values and len(columns) == 1:
+                return [None]
+            raise CsvError(f"expected {len(columns)} fields, found {len(values)}", line)
+        row: list[Any] = values
+        for index, kind in enumerate(types):
+            value = values[index]
+            if kind != "text" and value is not None:
+                if row is values:
+                    row = list(values)
+                try:
+                    row[index] = csv_scan.convert(value, kind)
+                except ValueError as exc:
+                    raise CsvError(str(exc), line, columns[index]) from None
+        return row
+
+
+def _reason(exc: CsvError) -> str:
+    return f"column {exc.column}: {exc.message}" if exc.column else exc.message

@@ -1,0 +1,404 @@
+"""Task kind ``import_csv``: a CSV file → a table, at COPY speed, pausable, exactly once.
+
+    plan     header → column names, a sample → types, the file's fingerprint
+    stage    CREATE TABLE tsm_import_<task> (same columns)         ┐ with the first checkpoint
+    load     batch after batch, each with its checkpoint            │ PostgreSQL: COPY in the
+             (byte offset, line, rows, rejects) in ONE transaction  │ checkpoint's transaction;
+             a pause stops after the current sub-chunk              │ SQLite: see import_sqlite
+    publish  staging → target in one transaction: RENAME (create, replace) or INSERT ... SELECT
+             (append); the user sees all rows or none
+    cancel   DROP the staging table, delete the reject file: nothing remains
+
+A resumed run checks the file's fingerprint and goes on from the checkpoint's byte offset.
+A data error is permanent (no retry): the task fails with line, column and reason and its
+staging table is dropped, so the target is untouched; with ``on_error=skip`` bad records go
+to a reject CSV instead (a ``files`` row, downloadable at ``GET /files/{id}``).
+
+Tables live in the owner's namespace (app.services.namespaces), never beside the service's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, get_settings, settings_for_database
+from app.errors import Conflict, TSMError, Unprocessable
+from app.metrics import ROWS_IMPORTED
+from app.services import csv_scan
+from app.services.import_pg import ImportFailed, PgLoader
+from app.services.import_source import (
+    BatchReader,
+    RecordError,
+    Rejects,
+    check_encoding,
+    fingerprint,
+    make_plan,
+    remove_rejects,
+    resolve_source,
+)
+from app.services.import_sqlite import SqliteLoader
+from app.services.keys import Principal
+from app.services.kinds import KindParams, TaskKind, task_kind
+from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
+from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
+
+
+def _identifier(value: str, what: str) -> str:
+    try:
+        return validate_identifier(value, what)
+    except Unprocessable as exc:
+        raise ValueError(exc.detail) from None
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Column name (letters, digits, _).")
+    type: Literal["bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text"] | None = Field(
+        None, description="Column type; omitted → inferred (or text)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _identifier(value, "column")
+
+
+class ImportParams(KindParams):
+    file_id: str | None = Field(None, description="An uploaded file (state complete) to import.")
+    path: str | None = Field(None, description="Or a file path relative to the storage directory.")
+    table: str = Field(description="Target table, in your data namespace.")
+    mode: Literal["create", "replace", "append"] = Field("create", description="create fails if the table exists.")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    header: bool = Field(True, description="First record holds the column names.")
+    encoding: str = Field("utf-8", max_length=40, description="Any ASCII-compatible encoding; a BOM is skipped.")
+    null: str = Field("", max_length=64, description="Unquoted text that means NULL (default: empty field).")
+    columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=1600, description="Names and types.")
+    infer_types: bool = Field(True, description="Guess bigint/numeric/boolean/date/timestamp from a sample.")
+    on_error: Literal["abort", "skip"] = Field("abort", description="skip: bad records go to a reject file.")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return _identifier(value, "table")
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _char(cls, value: str) -> str:
+        if value in "\r\n" or not value.isascii() or value == "\x00":
+            raise ValueError("must be one printable ASCII character, not a line end")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        check_encoding(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImportParams:
+        if (self.file_id is None) == (self.path is None):
+            raise ValueError("give exactly one of file_id and path")
+        if self.delimiter == self.quote:
+            raise ValueError("delimiter and quote must differ")
+        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n")):
+            raise ValueError("null must not contain the delimiter, the quote or a line end")
+        if self.columns:
+            names = [c.name.lower() for c in self.columns]
+            if len(set(names)) != len(names):
+                raise ValueError("columns: names must be distinct (case-insensitively)")
+        return self
+
+
+def staging_name(task_id: str) -> str:
+    return "tsm_import_" + task_id.replace("-", "")
+
+
+def append_columns(names: list[str], target: list[tuple[str, str]], header: bool) -> list[str]:
+    """Which target column each CSV column fills: by name with a header, else by position."""
+    if not header:
+        if len(names) != len(target):
+            raise ImportFailed(f"the file has {len(names)} columns, the table has {len(target)}")
+        return [name for name, _ in target]
+    by_lower = {name.lower(): name for name, _ in target}
+    missing = [n for n in names if n.lower() not in by_lower]
+    if missing:
+        raise ImportFailed(f"columns {', '.join(missing)} are not in the table ({', '.join(by_lower.values())})")
+    return [by_lower[n.lower()] for n in names]
+
+
+def _settings_for(session: AsyncSession) -> Settings:
+    bind = session.bind
+    url = bind.url.render_as_string(hide_password=False) if bind is not None else ""
+    return settings_for_database(url) or get_settings()
+
+
+def _sqlite_target(settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:
+    path = sqlite_tables_path(settings, owner)
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        if not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=? COLLATE NOCASE", (table,)
+        ).fetchone():
+            return None
+        return [(r[1], r[2] or "") for r in db.execute(f"PRAGMA table_info({quote(table)})")]
+
+
+async def _target(session: AsyncSession, settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t AND c.relkind = 'r' AND a.attnum > 0 "
+                    "AND NOT a.attisdropped ORDER BY a.attnum"
+                ),
+                {"s": owner_schema(settings, owner), "t": table},
+            )
+        ).all()
+        return [(r[0], r[1]) for r in rows] or None
+    return await asyncio.to_thread(_sqlite_target, settings, owner, table)
+
+
+@task_kind("import_csv")
+class ImportCsv(TaskKind[ImportParams]):
+    params_model = ImportParams
+    description = (
+        "Load a CSV file (an upload or a storage path) into a table: COPY speed on PostgreSQL, "
+        "batch by batch with its checkpoint, so pause/resume/cancel/crash lose and duplicate nothing."
+    )
+
+    async def prepare(self, params: ImportParams, principal: Principal, session: AsyncSession) -> None:
+        settings = _settings_for(session)
+        path = await resolve_source(session, settings, principal, params.file_id, params.path)
+        plan = await asyncio.to_thread(make_plan, path, params)
+        target = await _target(session, settings, principal.owner, params.table)
+        if target is not None and params.mode == "create":
+            raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
+        if target is not None and params.mode == "append":
+            try:
+                append_columns(plan.names, target, params.header)
+            except ImportFailed as exc:
+                raise Unprocessable(f"cannot append to {params.table!r}: {exc}") from None
+
+    # -- running --------------------------------------------------------------------------
+    async def run(self, params: ImportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
+        job = _Job(self, params, ctx)
+        try:
+            return await job.run(checkpoint)
+        except (ImportFailed, csv_scan.CsvError, TSMError, UnicodeError) as exc:
+            ctx.attempts = ctx.max_attempts  # the data will not change by retrying
+            await job.discard()
+            message = exc.detail if isinstance(exc, TSMError) else str(exc)
+            raise ImportFailed(message) from None
+        finally:
+            job.close()
+
+    async def cleanup(self, params: ImportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
+        job = _Job(self, params, ctx)
+        try:
+            await job.discard()
+        finally:
+            job.close()
+
+
+class _Job:
+    """One run of one import task."""
+
+    def __init__(self, kind: ImportCsv, params: ImportParams, ctx: TaskContext) -> None:
+        self.params, self.ctx = params, ctx
+        self.settings = ctx.engine.settings
+        self.postgres = ctx.engine.database.is_postgres
+        self.staging = staging_name(ctx.task_id)
+        self.encoding = check_encoding(params.encoding)
+        self.schema = owner_schema(self.settings, ctx.owner)
+        self.pg = PgLoader(ctx, params, self.schema, self.staging, self.encoding)
+        self.lite = SqliteLoader(ctx, params, sqlite_tables_path(self.settings, ctx.owner), self.staging, self.encoding)
+        self.clock = time.monotonic()
+
+    def close(self) -> None:
+        self.lite.close()
+
+    def tick(self, state: dict[str, Any]) -> None:
+        now = time.monotonic()
+        state["seconds"] = round(state.get("seconds", 0.0) + now - self.clock, 3)
+        self.clock = now
+        state["rows_per_second"] = round(state["rows"] / state["seconds"]) if state["seconds"] > 0 else None
+        self.ctx.progress(state["offset"], state["source"]["size"], "bytes")
+
+    async def discard(self) -> None:
+        async with self.ctx.engine.database.engine.begin() as conn:
+            if self.postgres:
+                await self.pg.drop_staging(conn)
+            await remove_rejects(conn, self.settings, self.ctx.task_id)
+        if not self.postgres and self.lite.path.exists():
+            await asyncio.to_thread(self.lite.drop, self.ctx.task_id)
+
+    async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+        params = self.params
+        async with self.ctx.engine.database.sessionmaker() as session:
+            path = await resolve_source(session, self.settings, None, params.file_id, params.path)
+        state = checkpoint if self.postgres else await asyncio.to_thread(self.lite.load_state, self.ctx.task_id)
+        if state is None or state.get("v") != 1:
+            state = await self.start(path)
+        elif await asyncio.to_thread(fingerprint, path) != state["source"]:
+            raise ImportFailed("the source file changed since the import started; start a new import")
+        rejects = None
+        if params.on_error == "skip":
+            rejects = Rejects(self.settings, self.ctx.task_id, self.ctx.owner, params.table, state["reject_bytes"])
+        if state["phase"] == "load":
+            await self.load(path, state, rejects)
+            await self.publish(state, rejects)
+        elif rejects is not None and not self.postgres:
+            await self._checkpoint(state, rejects.complete)  # in case a crash came before this
+        return self.result(state, rejects)
+
+    async def start(self, path: Any) -> dict[str, Any]:
+        params = self.params
+        source = await asyncio.to_thread(fingerprint, path)
+        plan = await asyncio.to_thread(make_plan, path, params)
+        if self.postgres:
+            async with self.ctx.engine.database.engine.connect() as conn:
+                target = await self.pg.target_columns(conn, params.table)
+        else:
+            target = await asyncio.to_thread(self.lite.target_columns, params.table)
+        if target is not None and params.mode == "create":
+            raise ImportFailed(f"table {params.table!r} already exists; use mode replace or append")
+        if target is not None and params.mode == "append":
+            columns = append_columns(plan.names, target, params.header)
+            staging = target
+            declared = dict(target)
+            types = [csv_scan.converter_for(declared[c]) for c in columns]
+        else:
+            columns, types = plan.names, plan.types
+            staging = [(n, csv_scan.sql_type(t, self.postgres)) for n, t in zip(columns, types, strict=True)]
+        state: dict[str, Any] = {
+            "v": 1,
+            "phase": "load",
+            "offset": plan.data_start,
+            "end": plan.data_end,
+            "line": plan.first_line,
+            "rows": 0,
+            "rejects": 0,
+            "reject_bytes": 0,
+            "columns": columns,
+            "types": types,
+            "source": source,
+            "seconds": 0.0,
+        }
+        self.tick(state)
+        if self.postgres:
+
+            async def create(conn: Any) -> None:
+                await self.pg.create_staging(conn, staging)
+
+            await self.ctx.checkpoint(state, work=create)
+        else:
+            await asyncio.to_thread(self.lite.create_staging, staging, state)
+            await self.ctx.checkpoint(state)
+        return state
+
+    async def load(self, path: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
+        reader = BatchReader(path, state["end"], self.settings.import_batch_bytes, ord(self.params.quote))
+        pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"]))
+        try:
+            while True:
+                try:
+                    batch = await pending
+                except RecordError as exc:
+                    raise ImportFailed(f"line {state['line'] + exc.lines}: {exc.message}") from None
+                if batch is None:
+                    return
+                pending = asyncio.ensure_future(asyncio.to_thread(reader.read, batch.end))
+                await self.write(batch, state, rejects)
+                if state["offset"] != batch.end:  # stopped early, then the pause was withdrawn
+                    await asyncio.wait([pending])
+                    pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"]))
+        finally:
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved: an error of a read nobody needs is not news
+            reader.close()
+
+    async def write(self, batch: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
+        rows = 0
+        if self.postgres:
+
+            async def copy(conn: Any) -> None:
+                nonlocal rows
+                rows, used, lines = await self.pg.copy_batch(conn, batch, state["line"], state["columns"], rejects)
+                state["offset"] += used
+                state["line"] += lines
+                state["rows"] += rows
+                if rejects is not None:
+                    state["reject_bytes"] = rejects.flush()
+                    state["rejects"] += rejects.counted
+                    rejects.counted = 0
+                    await rejects.ensure_row(conn)
+                self.tick(state)
+
+            try:
+                await self.ctx.checkpoint(state, work=copy)
+            except LeaseLost:
+                raise
+            except TaskInterrupt:
+                ROWS_IMPORTED.inc(rows)  # committed; the interrupt came after the commit
+                raise
+            ROWS_IMPORTED.inc(rows)
+            return
+        args = (batch, state["line"], state["columns"], state["types"], rejects, state)
+        rows, _used, _lines = await asyncio.to_thread(self.lite.write_batch, *args)
+        ROWS_IMPORTED.inc(rows)
+        self.tick(state)
+        await self._checkpoint(state, rejects.ensure_row if rejects is not None else None)
+
+    async def _checkpoint(self, state: dict[str, Any], work: Any) -> None:
+        await self.ctx.checkpoint(state, work=work)
+
+    async def publish(self, state: dict[str, Any], rejects: Rejects | None) -> None:
+        params = self.params
+        done = {**state, "phase": "done"}
+        self.tick(done)
+        if self.postgres:
+
+            async def swap(conn: Any) -> None:
+                await self.pg.publish(conn, params.table, params.mode, state["columns"])
+                if rejects is not None:
+                    await rejects.complete(conn)
+
+            work: Any = swap
+        else:
+            await asyncio.to_thread(self.lite.publish, params.table, params.mode, state["columns"], done)
+            work = rejects.complete if rejects is not None else None
+        try:
+            await self.ctx.checkpoint(done, work=work)
+        except LeaseLost:
+            raise
+        except TaskInterrupt:
+            pass  # the table is published: the task has finished, whatever was asked meanwhile
+        state.update(done)
+
+    def result(self, state: dict[str, Any], rejects: Rejects | None) -> dict[str, Any]:
+        return {
+            "table": self.params.table,
+            "schema": self.schema if self.postgres else None,
+            "mode": self.params.mode,
+            "rows": state["rows"],
+            "rejected": state["rejects"],
+            "reject_file_id": rejects.file_id if rejects is not None and state["rejects"] else None,
+            "columns": [{"name": n, "type": t} for n, t in zip(state["columns"], state["types"], strict=True)],
+            "bytes": state["source"]["size"],
+            "seconds": state.get("seconds"),
+            "rows_per_second": state.get("rows_per_second"),
+        }
