@@ -29,7 +29,9 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to every head (feature branches of migrations may sit side by side); replicas starting together take turns on an advisory lock."""
+    """Bring the schema to every head (feature branches of migrations may sit side by side).
+
+    Replicas starting together take turns on an advisory lock."""
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

@@ -8,6 +8,7 @@ cases skip — except under ``CI=true``, where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -121,13 +122,20 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 AppFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
 
 
-@pytest.fixture
-async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
+@contextlib.asynccontextmanager
+async def open_app(settings: Settings, **overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """Run the app's lifespan and give an in-process client; ``overrides`` change settings."""
+    app = create_app(settings.model_copy(update=overrides) if overrides else settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tsm.test") as client:
             yield app, client
+
+
+@pytest.fixture
+async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with open_app(settings) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ class TaskEngine:
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.max_concurrent_tasks)
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     @property
     def lease(self) -> timedelta:
@@ -118,39 +119,45 @@ class TaskEngine:
     async def _claim_loop(self) -> None:
         while True:
             try:
-                await self._slots.acquire()
-                task = await self._claim_one()
-                if task is None:
-                    self._slots.release()
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-                    continue
-                handle = asyncio.create_task(self._run(task), name=f"tsm-task-{task.id}")
-                handle.add_done_callback(lambda _t: self._slots.release())
+                # Cleanups of cancelled tasks do not wait for a slot: they are short and free space.
+                while (task := await self._claim_one(cleanup=True)) is not None:
+                    cleanup = asyncio.create_task(self._run(task), name=f"tsm-cleanup-{task.id}")
+                    self._cleanups.add(cleanup)
+                    cleanup.add_done_callback(self._cleanups.discard)
+                claimed = None
+                if not self._slots.locked():
+                    await self._slots.acquire()
+                    claimed = await self._claim_one(cleanup=False)
+                    if claimed is None:
+                        self._slots.release()
+                    else:
+                        handle = asyncio.create_task(self._run(claimed), name=f"tsm-task-{claimed.id}")
+                        handle.add_done_callback(lambda _t: self._slots.release())
+                        continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("claim loop error; retrying")
-                self._slots.release()
                 await asyncio.sleep(self.settings.poll_interval)
 
-    def _claimable(self, now: Any) -> Any:
-        return or_(
-            and_(Task.state == S.QUEUED, or_(Task.run_after.is_(None), Task.run_after <= now)),
-            and_(
+    def _claimable(self, now: Any, *, cleanup: bool) -> Any:
+        if cleanup:
+            return and_(
                 Task.state == S.CANCELLING,
                 or_(Task.lease_expires_at.is_(None), Task.lease_expires_at < now),
-            ),
-        )
+            )
+        return and_(Task.state == S.QUEUED, or_(Task.run_after.is_(None), Task.run_after <= now))
 
-    async def _claim_one(self) -> Task | None:
+    async def _claim_one(self, *, cleanup: bool) -> Task | None:
         now = utcnow()
         token = str(uuid.uuid4())
         async with self.database.sessionmaker.begin() as session:
             candidate = (
                 select(Task.id)
-                .where(self._claimable(now))
+                .where(self._claimable(now, cleanup=cleanup))
                 .order_by(Task.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -161,11 +168,11 @@ class TaskEngine:
             was_queued = Task.state == S.QUEUED
             result = await session.execute(
                 update(Task)
-                .where(Task.id == task_id, self._claimable(now))
+                .where(Task.id == task_id, self._claimable(now, cleanup=cleanup))
                 .values(
                     state=case((was_queued, S.RUNNING), else_=Task.state),
                     attempts=case((was_queued, Task.attempts + 1), else_=Task.attempts),
-                    started_at=func.coalesce(Task.started_at, now),
+                    started_at=case((was_queued, func.coalesce(Task.started_at, now)), else_=Task.started_at),
                     lease_owner=self.worker_id,
                     lease_token=token,
                     lease_expires_at=now + self.lease,
@@ -274,14 +281,16 @@ class TaskEngine:
             if attempts_left:  # failed while pausing: keep the retry for the resume
                 return S.PAUSED, {"error": error, "paused_at": now, "control": None}, error
             return S.FAILED, {"error": error, "finished_at": now, "control": None}, error
+        # Stopping on request is not a failed attempt: the next run continues this one.
+        paused = {"paused_at": now, "control": None, "attempts": Task.attempts - 1}
         if self.shutting_down or not cleanup_ran:
             if state == S.PAUSING:
-                return S.PAUSED, {"paused_at": now, "control": None}, None
+                return S.PAUSED, paused, None
             if state == S.CANCELLING:  # cleanup happens when the next runner claims it
                 return S.CANCELLING, {}, "runner stopped before cleanup"
             return S.QUEUED, {"attempts": Task.attempts - 1}, "requeued by shutdown"
         if state == S.PAUSING:
-            return S.PAUSED, {"paused_at": now, "control": None}, None
+            return S.PAUSED, paused, None
         if state == S.CANCELLING:
             return S.CANCELLED, {"finished_at": now, "control": None}, None
         # Pause withdrawn by a resume before the runner acted: run again from the checkpoint.

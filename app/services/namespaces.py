@@ -23,7 +23,9 @@ def validate_identifier(name: str, what: str = "table") -> str:
             f"{what} name {name!r} is not allowed: use 1-63 letters, digits and _, not starting with a digit"
         )
     if name.lower().startswith(RESERVED_PREFIXES):
-        raise Unprocessable(f"{what} name {name!r} is not allowed: prefixes {', '.join(RESERVED_PREFIXES)} are reserved")
+        raise Unprocessable(
+            f"{what} name {name!r} is not allowed: prefixes {', '.join(RESERVED_PREFIXES)} are reserved"
+        )
     return name
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +79,16 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
     return task
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 async def get_task(session: AsyncSession, principal: Principal, task_id: str) -> Task:
+    if not _is_uuid(task_id):  # never let arbitrary bytes (NUL, path tricks) reach SQL
+        raise NotFound(f"no task with id {task_id!r}")
     task = (await session.execute(select(Task).where(Task.id == task_id, _visible(principal)))).scalar_one_or_none()
     if task is None:
         raise NotFound(f"no task with id {task_id!r}")
