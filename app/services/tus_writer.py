@@ -143,8 +143,8 @@ async def receive(
                 await pending
             if syncing is not None:
                 await syncing
-        await _sync(file)
-        state.durable = position
+            await _sync(file)
+            state.durable = position
     return complete
 
 

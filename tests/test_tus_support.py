@@ -1,0 +1,110 @@
+"""Helpers shared by the upload / download / files tests (this module holds no tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import update
+
+from app.config import Settings
+from app.main import create_app
+from app.models import File
+from app.services.keys import create_key
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with some settings changed, its lifespan running, and an in-process client."""
+    app = create_app(settings.model_copy(update=overrides) if overrides else settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tsm.test") as client:
+            yield app, client
+
+
+async def create(
+    client: httpx.AsyncClient, length: int | None = None, *, metadata: str | None = None, **headers: str
+) -> httpx.Response:
+    sent = dict(TUS)
+    if length is not None:
+        sent["Upload-Length"] = str(length)
+    if metadata is not None:
+        sent["Upload-Metadata"] = metadata
+    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return await client.post("/files", headers=sent)
+
+
+async def new_upload(client: httpx.AsyncClient, length: int | None = None, **kwargs: Any) -> str:
+    response = await create(client, length, **kwargs)
+    assert response.status_code == 201, response.text
+    return response.headers["location"].removeprefix("http://tsm.test")
+
+
+async def patch(
+    client: httpx.AsyncClient, url: str, offset: int, body: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return await client.patch(url, headers={**OCTET, "Upload-Offset": str(offset), **(headers or {})}, content=body)
+
+
+async def upload(
+    client: httpx.AsyncClient, data: bytes, filename: str = "data.bin", headers: dict[str, str] | None = None
+) -> str:
+    """A complete upload of ``data``; returns its id."""
+    response = await client.post(
+        "/files",
+        headers={
+            **TUS,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": f"filename {b64(filename)}",
+            **(headers or {}),
+        },
+    )
+    assert response.status_code == 201, response.text
+    url = response.headers["location"].removeprefix("http://tsm.test")
+    if data:
+        response = await patch(client, url, 0, data, headers)
+        assert response.status_code == 204, response.text
+    return url.rsplit("/", 1)[1]
+
+
+async def key_headers(app: FastAPI, owner: str, role: str = "user") -> dict[str, str]:
+    async with app.state.database.sessionmaker.begin() as session:
+        _row, key = await create_key(session, owner, role)
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def set_row(app: FastAPI, file_id: str, **values: Any) -> None:
+    """Change a files row behind the API's back (to simulate time passing or another replica)."""
+    async with app.state.database.sessionmaker.begin() as session:
+        await session.execute(update(File).where(File.id == file_id).values(**values))
+
+
+async def get_row(app: FastAPI, file_id: str) -> File | None:
+    async with app.state.database.sessionmaker() as session:
+        return await session.get(File, file_id)
+
+
+async def poll(check: Any, *, timeout: float = 15.0, interval: float = 0.02) -> Any:
+    """Await ``check()`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out; last value {value!r}")
+        await asyncio.sleep(interval)
