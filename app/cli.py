@@ -27,20 +27,27 @@ logger = logging.getLogger("tsm")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
-
-    host, workers = settings.host, settings.workers
+def bind_plan(settings: Settings) -> tuple[str, int, list[str]]:
+    """Host and worker count to serve with, and the warnings that explain any change."""
+    host, workers, warnings = settings.host, settings.workers, []
     if not settings.auth_required and host not in LOOPBACK:
-        print(
-            f"warning: authentication is off, so binding to 127.0.0.1 instead of {host}; "
-            "set TSM_AUTH_REQUIRED=true to serve other hosts",
-            file=sys.stderr,
+        warnings.append(
+            f"authentication is off, so binding to 127.0.0.1 instead of {host}; "
+            "set TSM_AUTH_REQUIRED=true to serve other hosts"
         )
         host = "127.0.0.1"
     if settings.is_sqlite and workers > 1:
-        print("warning: SQLite serves one process; starting 1 worker (use PostgreSQL to scale out)", file=sys.stderr)
+        warnings.append("SQLite serves one process; starting 1 worker (use PostgreSQL to scale out)")
         workers = 1
+    return host, workers, warnings
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    host, workers, warnings = bind_plan(settings)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
