@@ -1,0 +1,276 @@
+"""PostgreSQL export source: keyset pages streamed by ``COPY (SELECT ...) TO STDOUT`` (asyncpg).
+
+One page, in one REPEATABLE READ READ ONLY transaction (so the page is self-consistent)::
+
+    hi  = SELECT key::text FROM (SELECT key ... WHERE key > last AND <filters>
+                                 ORDER BY key LIMIT n) ORDER BY key DESC LIMIT 1
+    COPY (SELECT cols FROM t WHERE key > last AND key <= hi AND <filters> ORDER BY key) TO STDOUT
+
+Tables without a unique NOT NULL key are paged in their physical order by heap block ranges
+(``ctid >= '(b,0)' AND ctid < '(b+k,0)'``, a TID range scan; ``ORDER BY ctid LIMIT n`` would
+sort the whole rest of the table every page). ``k`` adapts to the rows found per block.
+
+Filter values only ever travel as bound parameters: they are stored in session settings
+(``set_config($1, $2)``) and read back in the query with ``current_setting()``, because a
+``COPY`` statement itself cannot take parameters. Key bounds are the table's own values, kept
+as text in the checkpoint and written as literals (``standard_conforming_strings`` is forced on).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import asyncpg
+
+from app.errors import NotFound, Unprocessable
+from app.services.export_common import (
+    COMPARISONS,
+    ExportPlan,
+    FileSink,
+    KeyCandidate,
+    Page,
+    check_columns,
+    choose_key,
+)
+from app.services.namespaces import quote
+
+# Session settings that change how values print; captured on the first run, restored on resume.
+OUTPUT_SETTINGS = ("DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "bytea_output", "lc_monetary")
+EXACT_COUNT_MAX_ROWS = 1_000_000
+MAX_BLOCKS_PER_PAGE = 1 << 20
+
+_RELATION = """
+SELECT c.oid, c.relkind::text AS relkind, c.reltuples, c.relpages
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+# The key type keeps its modifier (a cast of the column's own values loses nothing); a filter
+# value is cast to the unmodified type, so that 'abcd' is not cut to fit a varchar(3) first.
+_COLUMNS = """
+SELECT attname, format_type(atttypid, atttypmod) AS type,
+       CASE atttypid WHEN 'bpchar'::regtype THEN 'bpchar' WHEN 'bit'::regtype THEN 'varbit'
+                     ELSE format_type(atttypid, NULL) END AS filter_type
+FROM pg_attribute
+WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum
+"""
+_KEYS = """
+SELECT i.indisprimary AS primary, array_agg(a.attname ORDER BY k.ord) AS columns,
+       bool_and(a.attnotnull) AS not_null
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+GROUP BY i.indexrelid, i.indisprimary
+"""
+_NO_PHYSICAL = {
+    "v": "it is a view (a view has no row addresses to page by)",
+    "p": "it is a partitioned table (row addresses repeat across partitions)",
+    "f": "it is a foreign table (it has no row addresses to page by)",
+}
+
+
+def literal(text: str) -> str:
+    """A SQL string literal (valid because the connection forces standard_conforming_strings)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+class PgSource:
+    def __init__(self, conn: asyncpg.Connection, schema: str, plan: ExportPlan, page_rows: int) -> None:
+        self.conn = conn
+        self.plan_limit = page_rows
+        self.schema = schema
+        self.plan = plan
+        self.table = plan.table
+        self.qualified = f"{quote(schema)}.{quote(plan.table)}"
+        self.columns: list[str] = []
+        self.types: dict[str, str] = {}
+        self.filter_types: dict[str, str] = {}
+        self.key: list[str] = []
+        self.oid = 0
+        self.span = 1  # heap blocks per physical-order page
+        self.where: list[str] = []
+        self._settings: dict[str, str] = {}
+
+    @classmethod
+    async def open(
+        cls, dsn: str, schema: str, plan: ExportPlan, page_rows: int, session: dict[str, str] | None = None
+    ) -> PgSource:
+        """Connect, check the table, its columns, key and filters (NotFound / Unprocessable)."""
+        conn = await asyncpg.connect(
+            dsn,
+            server_settings={"standard_conforming_strings": "on", "application_name": "tsm-export"},
+        )
+        source = cls(conn, schema, plan, page_rows)
+        try:
+            await source._describe()
+            await source._restore(session)
+            await source._bind_filters()
+        except BaseException:
+            await conn.close()
+            raise
+        return source
+
+    async def close(self) -> None:
+        if not self.conn.is_closed():
+            await self.conn.close()
+
+    # -- checks ---------------------------------------------------------------------------
+    async def _describe(self) -> None:
+        rel = await self.conn.fetchrow(_RELATION, self.schema, self.table)
+        if rel is None:
+            raise NotFound(f"no table {self.table!r}")
+        self.oid = rel["oid"]
+        rows = await self.conn.fetch(_COLUMNS, self.oid)
+        self.types = {r["attname"]: r["type"] for r in rows}
+        self.filter_types = {r["attname"]: r["filter_type"] for r in rows}
+        self.columns = check_columns(self.table, [r["attname"] for r in rows], self.plan)
+        keys = [
+            KeyCandidate(tuple(r["columns"]), r["primary"], r["not_null"])
+            for r in await self.conn.fetch(_KEYS, self.oid)
+        ]
+        physical = "ctid" if rel["relkind"] in ("r", "m") else None
+        reason = _NO_PHYSICAL.get(rel["relkind"], "")
+        self.key = choose_key(self.table, keys, self.plan.order_by, physical, reason)
+        if rel["reltuples"] > 0 and rel["relpages"] > 0:
+            density = rel["reltuples"] / rel["relpages"]
+            self.span = max(1, min(MAX_BLOCKS_PER_PAGE, math.ceil(self.plan_limit / density)))
+
+    async def _restore(self, session: dict[str, str] | None) -> None:
+        if session:
+            for name, value in session.items():
+                if name in OUTPUT_SETTINGS:
+                    await self.conn.execute("SELECT set_config($1, $2, false)", name, value)
+        for name in OUTPUT_SETTINGS:
+            self._settings[name] = await self.conn.fetchval("SELECT current_setting($1)", name)
+
+    def session_state(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    async def _bind_filters(self) -> None:
+        for index, spec in enumerate(self.plan.filters):
+            column, op, value = quote(spec.column), spec.op, spec.value
+            kind = self.filter_types[spec.column]
+            setting = f"tsm.export_f{index}"
+            read = f"current_setting('{setting}')"
+            if op == "is_null":
+                self.where.append(f"{column} IS NULL")
+                continue
+            if op == "not_null":
+                self.where.append(f"{column} IS NOT NULL")
+                continue
+            if op in ("in", "not_in"):
+                texts = [_text(v) for v in value]
+                await self.conn.execute("SELECT set_config($1, $2::text[]::text, false)", setting, texts)
+                check = f"SELECT CAST({read} AS {kind}[])"
+                test = "= ANY" if op == "in" else "<> ALL"
+                self.where.append(f"{column} {test}(CAST({read} AS {kind}[]))")
+            elif op in ("like", "not_like"):
+                await self.conn.execute("SELECT set_config($1, $2, false)", setting, _text(value))
+                check = f"SELECT {read}"
+                self.where.append(f"CAST({column} AS text) {'NOT LIKE' if op == 'not_like' else 'LIKE'} {read}")
+            else:
+                await self.conn.execute("SELECT set_config($1, $2, false)", setting, _text(value))
+                check = f"SELECT CAST({read} AS {kind})"
+                self.where.append(f"{column} {COMPARISONS[op]} CAST({read} AS {kind})")
+            try:
+                await self.conn.fetchval(check)
+            except asyncpg.PostgresError as exc:
+                raise Unprocessable(
+                    f"filters[{index}]: {value!r} is not a valid {kind} value for column {spec.column!r}: "
+                    f"{exc.args[0] if exc.args else exc}"
+                ) from None
+        if self.where:  # operators that do not exist for the column's type show up here
+            try:
+                await self.conn.execute(f"EXPLAIN SELECT 1 FROM {self.qualified} WHERE {self._filters()}")
+            except asyncpg.PostgresError as exc:
+                raise Unprocessable(f"filters: {exc.args[0] if exc.args else exc}") from None
+
+    # -- paging ---------------------------------------------------------------------------
+    def _filters(self) -> str:
+        return " AND ".join(f"({w})" for w in self.where) or "TRUE"
+
+    def _key_tuple(self, values: list[str] | None = None) -> str:
+        if values is None:
+            items = [quote(k) for k in self.key]
+        else:
+            items = [f"CAST({literal(v)} AS {self.types[k]})" for k, v in zip(self.key, values, strict=True)]
+        return items[0] if len(items) == 1 else "(" + ", ".join(items) + ")"
+
+    async def estimate(self) -> tuple[int, bool]:
+        where = self._filters()
+        plan = await self.conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.qualified} WHERE {where}")
+        guess = int(_plan_rows(plan))
+        if guess <= EXACT_COUNT_MAX_ROWS:
+            return int(await self.conn.fetchval(f"SELECT count(*) FROM {self.qualified} WHERE {where}")), True
+        return guess, False
+
+    async def page(self, position: Any, limit: int, sink: FileSink) -> Page | None:
+        async with self.conn.transaction(isolation="repeatable_read", readonly=True):
+            if self.key == ["ctid"]:
+                return await self._block_page(position, limit, sink)
+            return await self._key_page(position, limit, sink)
+
+    async def _copy(self, query: str, sink: FileSink) -> int:
+        status = await self.conn.copy_from_query(
+            query,
+            output=sink.write,
+            format="csv",
+            delimiter=self.plan.delimiter,
+            null=self.plan.null,
+            encoding="UTF8",
+        )
+        return int(status.split()[-1])
+
+    def _select(self) -> str:
+        return ", ".join(quote(c) for c in self.columns)
+
+    async def _key_page(self, position: list[str] | None, limit: int, sink: FileSink) -> Page | None:
+        keys = ", ".join(quote(k) for k in self.key)
+        lower = f"{self._key_tuple()} > {self._key_tuple(position)}" if position is not None else "TRUE"
+        where = f"{lower} AND {self._filters()}"
+        as_text = ", ".join(f"CAST({quote(k)} AS text)" for k in self.key)
+        descending = ", ".join(f"{quote(k)} DESC" for k in self.key)
+        hi = await self.conn.fetchrow(
+            f"SELECT {as_text} FROM (SELECT {keys} FROM {self.qualified} WHERE {where} "
+            f"ORDER BY {keys} LIMIT {int(limit)}) AS page ORDER BY {descending} LIMIT 1"
+        )
+        if hi is None:
+            return None
+        upper = list(hi.values())
+        query = (
+            f"SELECT {self._select()} FROM {self.qualified} WHERE {where} AND "
+            f"{self._key_tuple()} <= {self._key_tuple(upper)} ORDER BY {keys}"
+        )
+        return Page(upper, await self._copy(query, sink))
+
+    async def _block_page(self, position: dict[str, int] | None, limit: int, sink: FileSink) -> Page | None:
+        start = int((position or {}).get("block", 0))
+        blocks = await self.conn.fetchval(
+            "SELECT pg_relation_size($1::oid::regclass) / current_setting('block_size')::bigint", self.oid
+        )
+        if start >= blocks:
+            return None
+        end = min(blocks, start + self.span)
+        query = (
+            f"SELECT {self._select()} FROM {self.qualified} WHERE ctid >= '({start},0)'::tid "
+            f"AND ctid < '({end},0)'::tid AND {self._filters()} ORDER BY ctid"
+        )
+        rows = await self._copy(query, sink)
+        # Aim the next page at `limit` rows from the density just seen (growing at most 4×).
+        target = math.ceil(limit * (end - start) / rows) if rows else self.span * 4
+        self.span = max(1, min(MAX_BLOCKS_PER_PAGE, target, self.span * 4))
+        return Page({"block": end}, rows)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _plan_rows(plan: Any) -> float:
+    data = json.loads(plan) if isinstance(plan, str) else plan
+    return float(data[0]["Plan"]["Plan Rows"])

@@ -1,0 +1,341 @@
+"""Built-in kind ``export_csv``: a table of the owner's data namespace → a CSV file in storage.
+
+    create: check table / columns / key / filters ─▶ 201 (or 404 / 422)
+    run:    files row (state "writing") + first checkpoint, in one transaction
+            repeat: page → append to file → fsync → checkpoint(position, byte offset, rows)
+            done:   cut the file at its offset, files row "complete" (downloadable at /files/{id})
+    resume: truncate the file back to the checkpoint's offset, continue from its position
+    cancel: delete the file and its row
+
+So a resumed export, after a pause or a crash, writes exactly the bytes an uninterrupted one
+would. Pages are read in separate transactions: the file is not one snapshot of the table, and
+rows written while the export runs may or may not appear in it (each page is consistent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.config import Settings, get_settings, settings_for_database
+from app.errors import NotFound, Unprocessable
+from app.metrics import ROWS_EXPORTED
+from app.models import File, new_id, utcnow
+from app.services.bus import asyncpg_dsn
+from app.services.export_common import ExportPlan, FileSink, FilterSpec, Source, csv_line, fsync_dir
+from app.services.export_pg import PgSource
+from app.services.export_sqlite import SqliteSource
+from app.services.keys import OWNER_PATTERN
+from app.services.kinds import KindParams, TaskKind, task_kind
+from app.services.namespaces import owner_schema, sqlite_tables_path, validate_identifier
+from app.services.runner import TaskContext, Work
+from app.services.storage import file_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.services.keys import Principal
+
+logger = logging.getLogger("tsm.exports")
+
+Scalar = str | bool | int | float
+Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "not_like", "is_null", "not_null"]
+MAX_IN_VALUES = 1000
+
+
+def _no_nul(text: str, what: str) -> str:
+    if "\x00" in text:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return text
+
+
+class ExportFilter(KindParams):
+    """One condition; all conditions must hold. Comparisons never match NULL: use is_null."""
+
+    column: str = Field(min_length=1, max_length=255)
+    op: Operator = Field(description="eq ne lt le gt ge in not_in like not_like is_null not_null")
+    value: Scalar | list[Scalar] | None = Field(
+        None, description="A scalar; a list for in/not_in; a pattern (% and _) for like; none for *_null."
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> ExportFilter:
+        op, value = self.op, self.value
+        if op in ("is_null", "not_null"):
+            if value is not None:
+                raise ValueError(f"op {op!r} takes no value")
+        elif op in ("in", "not_in"):
+            if not isinstance(value, list) or not value or len(value) > MAX_IN_VALUES:
+                raise ValueError(f"op {op!r} needs a list of 1 to {MAX_IN_VALUES} values")
+        elif value is None or isinstance(value, list):
+            raise ValueError(f"op {op!r} needs one value (use is_null / not_null for NULL)")
+        elif op in ("like", "not_like") and not isinstance(value, str):
+            raise ValueError(f"op {op!r} needs a text pattern")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                _no_nul(item, "a filter value")
+        return self
+
+
+class ExportParams(KindParams):
+    table: str = Field(description="A table in your data namespace (where imports put them).", examples=["sales"])
+    owner: str | None = Field(None, description="Admins only: export from this owner's namespace.")
+    columns: list[str] | None = Field(
+        None, min_length=1, max_length=1600, description="Columns to write, in this order (default: all)."
+    )
+    order_by: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="A unique NOT NULL key to page by (default: primary key, else a unique "
+        "NOT NULL column, else the physical row order).",
+    )
+    filters: list[ExportFilter] = Field(default_factory=list, max_length=32)
+    header: bool = Field(True, description="Write a header line with the column names.")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    null: str = Field("", max_length=64, description="How NULL is written (an empty text is then quoted).")
+    filename: str | None = Field(None, min_length=1, max_length=255, description="Default: <table>.csv")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        try:
+            return validate_identifier(value, "table")
+        except Unprocessable as exc:
+            raise ValueError(exc.detail) from None
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and not OWNER_PATTERN.fullmatch(value):
+            raise ValueError("owner must be 1-32 lowercase letters, digits and _, starting with a letter")
+        return value
+
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _one_key(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("columns", "order_by")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if not name or len(name) > 255:
+                raise ValueError("a column name has 1 to 255 characters")
+            _no_nul(name, "a column name")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a column is named twice")
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        if (value != "\t" and not (" " <= value <= "~")) or value in '"\r\n':
+            raise ValueError("the delimiter must be one printable ASCII character (or a tab), not a quote")
+        return value
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str | None) -> str | None:
+        if value is not None and (
+            value in (".", "..") or any(c in value for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in value)
+        ):
+            raise ValueError("a file name has no path separators or control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _null_string(self) -> ExportParams:
+        if any(c in self.null for c in '\r\n"\x00') or self.delimiter in self.null:
+            raise ValueError("the null string must not contain the delimiter, a quote, a line break or NUL")
+        return self
+
+    def plan(self) -> ExportPlan:
+        return ExportPlan(
+            table=self.table,
+            columns=self.columns,
+            order_by=self.order_by,
+            filters=[FilterSpec(f.column, f.op, f.value) for f in self.filters],
+            delimiter=self.delimiter,
+            null=self.null,
+        )
+
+
+def _source_owner(params: ExportParams, principal: Principal) -> str:
+    if params.owner is None or params.owner == principal.owner:
+        return principal.owner
+    if principal.is_admin:
+        return params.owner
+    raise NotFound(f"no table {params.table!r}")  # the same answer as for a table that is not there
+
+
+def _settings_of(session: AsyncSession) -> tuple[Settings, str]:
+    url = session.bind.url.render_as_string(hide_password=False)
+    return settings_for_database(url) or get_settings(), url
+
+
+async def open_source(
+    settings: Settings, url: str, owner: str, params: ExportParams, session: dict[str, Any] | None = None
+) -> Source:
+    if url.startswith("sqlite"):
+        return await SqliteSource.open(sqlite_tables_path(settings, owner), params.plan())
+    schema = owner_schema(settings, owner)
+    return await PgSource.open(asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session)
+
+
+def _files_work(file_id: str, **values: Any) -> Work:
+    async def work(conn: AsyncConnection) -> None:
+        result = await conn.execute(update(File).where(File.id == file_id).values(updated_at=utcnow(), **values))
+        if result.rowcount == 0:  # rolls the checkpoint back with it
+            raise RuntimeError(f"the export's file {file_id} was deleted")
+
+    return work
+
+
+async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> None:
+    """Delete every file this task made (bytes first, then the row)."""
+    settings = ctx.engine.settings
+    async with ctx.engine.database.sessionmaker.begin() as session:
+        ids = set((await session.execute(select(File.id).where(File.task_id == ctx.task_id))).scalars())
+        if checkpoint and checkpoint.get("file_id"):
+            ids.add(checkpoint["file_id"])
+        for file_id in ids:
+            file_path(settings, file_id).unlink(missing_ok=True)
+        await session.execute(delete(File).where(File.id.in_(ids), File.origin == "export"))
+
+
+def _result(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file_id": state["file_id"],
+        "filename": state["filename"],
+        "rows": state["rows"],
+        "bytes": state["offset"],
+        "order_key": state["key"],
+        "download": f"/files/{state['file_id']}",
+    }
+
+
+@task_kind("export_csv")
+class ExportCsv(TaskKind[ExportParams]):
+    params_model = ExportParams
+    description = (
+        "Write a table of your data namespace to a CSV file (then `GET /files/{id}`), page by page; "
+        "pause, resume or crash at any point and the file is byte-identical to an uninterrupted run."
+    )
+
+    async def prepare(self, params: ExportParams, principal: Principal, session: AsyncSession) -> None:
+        owner = _source_owner(params, principal)
+        settings, url = _settings_of(session)
+        source = await open_source(settings, url, owner, params)
+        await source.close()
+
+    async def run(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
+        if checkpoint and checkpoint.get("finished"):
+            return _result(checkpoint)
+        settings = ctx.engine.settings
+        owner = params.owner or ctx.owner
+        session = (checkpoint or {}).get("session")
+        source = await open_source(settings, ctx.engine.database.url, owner, params, session)
+        try:
+            return await self._export(params, checkpoint, source, ctx)
+        except Exception:
+            if ctx.attempts >= ctx.max_attempts:  # no retry will use the partial file
+                await remove_export(ctx, ctx.checkpoint_state)
+            raise
+        finally:
+            await source.close()
+
+    async def cleanup(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
+        await remove_export(ctx, checkpoint)
+
+    async def _start(self, params: ExportParams, source: Source, ctx: TaskContext) -> dict[str, Any]:
+        total, exact = await source.estimate()
+        file_id = new_id()
+        state: dict[str, Any] = {
+            "file_id": file_id,
+            "filename": params.filename or f"{params.table}.csv",
+            "key": source.key,
+            "position": None,
+            "offset": 0,
+            "rows": 0,
+            "total": total,
+            "exact": exact,
+            "session": source.session_state(),
+        }
+
+        async def create_file(conn: AsyncConnection) -> None:
+            now = utcnow()
+            await conn.execute(
+                insert(File).values(
+                    id=file_id,
+                    owner=ctx.owner,
+                    origin="export",
+                    filename=state["filename"],
+                    content_type="text/csv",
+                    metadata_={"table": params.table, "owner": params.owner or ctx.owner},
+                    offset=0,
+                    state="writing",
+                    task_id=ctx.task_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+        await ctx.checkpoint(state, done=0, total=total, unit="rows", work=create_file)
+        return state
+
+    async def _export(
+        self, params: ExportParams, checkpoint: dict[str, Any] | None, source: Source, ctx: TaskContext
+    ) -> dict[str, Any]:
+        state = dict(checkpoint) if checkpoint else await self._start(params, source, ctx)
+        if state["key"] != source.key:
+            raise RuntimeError(
+                f"table {params.table!r} changed since the export started: its order key is now "
+                f"{source.key}, not {state['key']}"
+            )
+        path = file_path(ctx.engine.settings, state["file_id"])
+        if not path.exists() or path.stat().st_size < state["offset"]:
+            if state["offset"] > 0:
+                logger.warning("export %s: file shorter than its checkpoint; starting over", ctx.task_id)
+            state = {**state, "position": None, "offset": 0, "rows": 0}
+        sink = FileSink(path, state["offset"])
+        try:
+            if state["offset"] == 0:
+                await _fsync_parent(path)
+                if params.header:
+                    await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
+            ctx.progress(state["rows"], state["total"], "rows")
+            while True:
+                page = await source.page(state["position"], ctx.engine.settings.export_page_rows, sink)
+                if page is None:
+                    break
+                offset = await sink.sync()
+                rows = state["rows"] + page.rows
+                state = {**state, "position": page.position, "offset": offset, "rows": rows}
+                try:
+                    await ctx.checkpoint(
+                        state,
+                        done=rows,
+                        total=max(state["total"], rows),
+                        unit="rows",
+                        work=_files_work(state["file_id"], offset=offset),
+                    )
+                finally:
+                    if ctx.checkpoint_state is state:  # counted once it is committed
+                        ROWS_EXPORTED.inc(page.rows)
+            length = await sink.finish()
+        finally:
+            sink.close()
+        state = {**state, "offset": length, "finished": True}
+        done = _files_work(state["file_id"], offset=length, length=length, state="complete", completed_at=utcnow())
+        await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done)
+        return _result(state)
+
+
+async def _fsync_parent(path: Path) -> None:
+    await asyncio.to_thread(fsync_dir, path.parent)

@@ -1,0 +1,426 @@
+"""export_csv: exact bytes, pause/resume, cancel, filters, columns, bad input, owners (both DBs)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.config import Settings
+from app.metrics import ROWS_EXPORTED
+from app.models import File
+from app.services.bus import asyncpg_dsn
+from app.services.export_common import csv_line
+from app.services.keys import create_key
+from app.services.namespaces import owner_schema, sqlite_tables_path
+from tests.conftest import make_settings, open_app, wait_for, wait_state
+
+PAGE_ROWS = 5
+
+NASTY = [
+    "plain",
+    "comma, inside",
+    'say "hi"',
+    "line\nbreak",
+    "crlf\r\nend",
+    "  spaced  ",
+    "ünïcödé ✓ 漢字 🚀",
+    "",
+    None,
+    "\\.",
+    "\\N",
+    "tab\there",
+    "semi;colon",
+    '"',
+    "'quote'",
+]
+
+
+class Tables:
+    """Makes source tables directly in an owner's data namespace (as an import would)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pg = not settings.is_sqlite
+
+    def prefix(self, owner: str) -> str:
+        return f'"{owner_schema(self.settings, owner)}".' if self.pg else ""
+
+    async def execute(self, owner: str, *statements: str, rows: Sequence[Sequence[Any]] = (), insert: str = "") -> None:
+        """Run ``statements`` ({s} is the namespace prefix), then ``insert`` once per row."""
+        s = self.prefix(owner)
+        if self.pg:
+            conn = await asyncpg.connect(asyncpg_dsn(self.settings.effective_database_url))
+            try:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{owner_schema(self.settings, owner)}"')
+                for sql in statements:
+                    await conn.execute(sql.format(s=s))
+                if insert:
+                    marks = ", ".join(f"${i + 1}" for i in range(len(rows[0])))
+                    await conn.executemany(insert.format(s=s, marks=marks), rows)
+            finally:
+                await conn.close()
+            return
+        path = sqlite_tables_path(self.settings, owner)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path)
+        try:
+            for sql in statements:
+                conn.execute(sql.format(s=s))
+            if insert:
+                marks = ", ".join("?" for _ in rows[0])
+                conn.executemany(insert.format(s=s, marks=marks), rows)
+            conn.commit()
+        finally:
+            conn.close()
+
+    async def people(self, owner: str = "local", table: str = "people", count: int = 0) -> list[tuple[Any, ...]]:
+        """id, name, note, qty: the nasty values first, then ``count`` plain rows."""
+        rows: list[tuple[Any, ...]] = [(i + 1, f"n{i % 4}", v, i * 3 % 7) for i, v in enumerate(NASTY)]
+        rows += [(len(NASTY) + i + 1, f"n{i % 4}", f"row {i}, #{i}", i % 11) for i in range(count)]
+        await self.execute(
+            owner,
+            f'CREATE TABLE {{s}}"{table}" (id integer PRIMARY KEY, name text NOT NULL, note text, qty integer)',
+            rows=rows,
+            insert=f'INSERT INTO {{s}}"{table}" VALUES ({{marks}})',
+        )
+        return rows
+
+
+def expected_csv(
+    header: Sequence[str] | None, rows: Sequence[Sequence[Any]], delimiter: str = ",", null: str = ""
+) -> bytes:
+    lines = [csv_line(list(header), delimiter, null)] if header else []
+    lines += [csv_line([None if v is None else str(v) for v in row], delimiter, null) for row in rows]
+    return "".join(lines).encode()
+
+
+@pytest.fixture
+def export_settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(db_url, tmp_path / "storage", export_page_rows=PAGE_ROWS)
+
+
+@pytest.fixture
+async def exp(export_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with open_app(export_settings) as pair:
+        yield pair
+
+
+@pytest.fixture
+def tables(export_settings: Settings) -> Tables:
+    return Tables(export_settings)
+
+
+async def start(client: httpx.AsyncClient, headers: dict[str, str] | None = None, **params: Any) -> dict[str, Any]:
+    response = await client.post("/tasks", json={"kind": "export_csv", "params": params}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def export(client: httpx.AsyncClient, settings: Settings, **params: Any) -> tuple[dict[str, Any], bytes]:
+    task = await wait_state(client, (await start(client, **params))["id"], "succeeded", "failed")
+    assert task["state"] == "succeeded", task
+    return task, exported_bytes(settings, task)
+
+
+def exported_bytes(settings: Settings, task: dict[str, Any]) -> bytes:
+    return (settings.storage_dir / "files" / task["result"]["file_id"]).read_bytes()
+
+
+async def file_rows(app: FastAPI, task_id: str) -> list[File]:
+    async with app.state.database.sessionmaker() as session:
+        return list((await session.execute(select(File).where(File.task_id == task_id))).scalars())
+
+
+async def problem(client: httpx.AsyncClient, status: int, headers: dict[str, str] | None = None, **params: Any) -> str:
+    response = await client.post("/tasks", json={"kind": "export_csv", "params": params}, headers=headers)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["status"] == status and "Traceback" not in response.text
+    return body["detail"]
+
+
+# -- exact output -----------------------------------------------------------------------------
+
+
+async def test_nasty_values_exact_bytes_and_file_row(exp, tables, export_settings):
+    app, client = exp
+    rows = await tables.people(count=13)
+    before = ROWS_EXPORTED._value.get()
+    task, data = await export(client, export_settings, table="people")
+    assert data == expected_csv(["id", "name", "note", "qty"], rows)
+    # Parsed back, every cell is what went in; NULL and "" differ (NULL is unquoted, "" quoted).
+    parsed = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert parsed[1 + NASTY.index("line\nbreak")][2] == "line\nbreak"
+    assert data.count(b',"",') == 1 and b"9,n0,,3\n" in data
+    result = task["result"]
+    assert result["rows"] == len(rows) and result["bytes"] == len(data) and result["order_key"] == ["id"]
+    assert task["progress"]["done"] == task["progress"]["total"] == len(rows)
+    assert task["checkpoint"]["position"] == [str(len(rows))] or task["checkpoint"]["position"] == [len(rows)]
+    [row] = await file_rows(app, task["id"])
+    assert (row.id, row.state, row.origin, row.owner) == (result["file_id"], "complete", "export", "local")
+    assert (row.length, row.filename, row.content_type) == (len(data), "people.csv", "text/csv")
+    assert ROWS_EXPORTED._value.get() - before == len(rows)
+
+
+async def test_null_string_delimiter_header_and_filename(exp, tables, export_settings):
+    _app, client = exp
+    rows = await tables.people()
+    params = {"delimiter": ";", "null": "\\N", "header": False, "filename": "people ünï.csv"}
+    task, data = await export(client, export_settings, table="people", **params)
+    assert data == expected_csv(None, rows, ";", "\\N")
+    assert b'"\\N"' in data and b";\\N;" in data  # the text \N is quoted, NULL is not
+    assert task["result"]["filename"] == "people ünï.csv"
+
+
+async def test_columns_subset_in_given_order(exp, tables, export_settings):
+    _app, client = exp
+    rows = await tables.people(count=4)
+    _task, data = await export(client, export_settings, table="people", columns=["note", "id"])
+    assert data == expected_csv(["note", "id"], [(r[2], r[0]) for r in rows])
+
+
+async def test_single_column_and_empty_table(exp, tables, export_settings):
+    _app, client = exp
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"one" (v text NOT NULL UNIQUE)',
+        rows=[("\\.",), ("a",)],
+        insert='INSERT INTO {s}"one" VALUES ({marks})',
+    )
+    task, data = await export(client, export_settings, table="one")
+    assert data == b'v\n"\\."\na\n'  # a lone \. is quoted, as PostgreSQL does
+    assert task["result"]["order_key"] == ["v"]
+    await tables.execute("local", 'CREATE TABLE {s}"nothing" (id integer PRIMARY KEY, x text)')
+    task, data = await export(client, export_settings, table="nothing")
+    assert data == b"id,x\n" and task["result"]["rows"] == 0
+
+
+async def test_composite_key_order(exp, tables, export_settings):
+    _app, client = exp
+    rows = [(a, b, f"{a}-{b}") for a in (3, 1, 2) for b in ("z", "a", "m")]
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"pairs" (a integer NOT NULL, b text NOT NULL, v text, PRIMARY KEY (a, b))',
+        rows=rows,
+        insert='INSERT INTO {s}"pairs" VALUES ({marks})',
+    )
+    task, data = await export(client, export_settings, table="pairs")
+    assert data == expected_csv(["a", "b", "v"], sorted(rows))
+    assert task["result"]["order_key"] == ["a", "b"]
+
+
+# -- filters ----------------------------------------------------------------------------------
+
+FILTER_CASES: list[tuple[list[dict[str, Any]], Any]] = [
+    ([{"column": "qty", "op": "eq", "value": 3}], lambda r: r[3] == 3),
+    ([{"column": "qty", "op": "ne", "value": 3}], lambda r: r[3] != 3),
+    ([{"column": "qty", "op": "lt", "value": 3}], lambda r: r[3] < 3),
+    ([{"column": "qty", "op": "le", "value": 3}], lambda r: r[3] <= 3),
+    ([{"column": "qty", "op": "gt", "value": 5}], lambda r: r[3] > 5),
+    ([{"column": "qty", "op": "ge", "value": 5}], lambda r: r[3] >= 5),
+    ([{"column": "name", "op": "in", "value": ["n1", "n3"]}], lambda r: r[1] in ("n1", "n3")),
+    ([{"column": "name", "op": "not_in", "value": ["n1", "n3"]}], lambda r: r[1] not in ("n1", "n3")),
+    ([{"column": "note", "op": "like", "value": "row 1%"}], lambda r: (r[2] or "").startswith("row 1")),
+    ([{"column": "note", "op": "is_null"}], lambda r: r[2] is None),
+    ([{"column": "note", "op": "not_null"}], lambda r: r[2] is not None),
+    (
+        [{"column": "qty", "op": "ge", "value": 2}, {"column": "name", "op": "eq", "value": "n2"}],
+        lambda r: r[3] >= 2 and r[1] == "n2",
+    ),
+    ([{"column": "note", "op": "eq", "value": "x'); DROP TABLE people; --"}], lambda r: False),
+]
+
+
+async def test_filters(exp, tables, export_settings):
+    _app, client = exp
+    rows = await tables.people(count=40)
+    for filters, keep in FILTER_CASES:
+        task, data = await export(client, export_settings, table="people", filters=filters)
+        wanted = [r for r in rows if keep(r)]
+        assert data == expected_csv(["id", "name", "note", "qty"], wanted), filters
+        assert task["result"]["rows"] == len(wanted)
+    _task, data = await export(client, export_settings, table="people")  # the table is still there
+    assert data == expected_csv(["id", "name", "note", "qty"], rows)
+
+
+# -- order keys -------------------------------------------------------------------------------
+
+
+async def test_physical_order_when_no_key(exp, tables, export_settings):
+    app, client = exp
+    rows = [(i % 13, f"{'x' * 90} {i}") for i in range(1500)]  # no key at all; spans many blocks
+    await tables.execute(
+        "local", 'CREATE TABLE {s}"heap" (n integer, filler text)', rows=rows, insert='INSERT INTO {s}"heap" VALUES ({marks})'
+    )
+    reference, data = await export(client, export_settings, table="heap")
+    assert data == expected_csv(["n", "filler"], rows)
+    assert reference["result"]["order_key"] == (["ctid"] if tables.pg else ["rowid"])
+    task = await pause_resume_until_done(client, (await start(client, table="heap"))["id"], export_settings)
+    assert exported_bytes(export_settings, task) == data
+
+
+async def test_order_by_unique_not_null_column(exp, tables, export_settings):
+    _app, client = exp
+    rows = [(f"k{9 - i}", i) for i in range(10)]
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"codes" (code text NOT NULL, n integer)',
+        'CREATE UNIQUE INDEX codes_code ON {s}"codes" (code)',
+        rows=rows,
+        insert='INSERT INTO {s}"codes" VALUES ({marks})',
+    )
+    task, data = await export(client, export_settings, table="codes", order_by="code")
+    assert task["result"]["order_key"] == ["code"]
+    assert data == expected_csv(["code", "n"], sorted(rows))
+
+
+# -- pause / resume / cancel ------------------------------------------------------------------
+
+
+async def pause_resume_until_done(
+    client: httpx.AsyncClient, task_id: str, settings: Settings, app: FastAPI | None = None, rounds: int = 8
+) -> dict[str, Any]:
+    """Pause mid-export, scribble after the checkpoint's offset, resume; repeat; then finish."""
+    paused_mid = 0
+    done = -1.0
+    for _ in range(rounds):
+        task = await wait_for(
+            client,
+            task_id,
+            lambda t, done=done: t["state"] == "succeeded" or (t["state"] == "running" and t["progress"]["done"] > done),
+        )
+        if task["state"] == "succeeded":
+            break
+        await client.post(f"/tasks/{task_id}/pause")
+        task = await wait_state(client, task_id, "paused", "succeeded")
+        if task["state"] == "succeeded":
+            break
+        checkpoint = task["checkpoint"]
+        done = task["progress"]["done"]
+        assert done == checkpoint["rows"]
+        if 0 < checkpoint["rows"] < checkpoint["total"]:
+            paused_mid += 1
+        path = settings.storage_dir / "files" / checkpoint["file_id"]
+        # (Paused at the very first checkpoint, the file may not have been made yet.)
+        assert (path.stat().st_size if path.exists() else 0) >= checkpoint["offset"]
+        if app is not None:
+            [row] = await file_rows(app, task_id)
+            assert row.state == "writing"  # a paused export is not downloadable
+        with path.open("ab") as handle:  # bytes past the checkpoint must not survive a resume
+            handle.write(b"GARBAGE,NOT,IN,THE,EXPORT\n")
+        assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 202
+    assert paused_mid >= 2, "the export finished before it could be paused mid-way"
+    task = await wait_state(client, task_id, "succeeded", "failed")
+    assert task["state"] == "succeeded", task
+    return task
+
+
+async def test_pause_resume_many_times_gives_identical_bytes(exp, tables, export_settings):
+    app, client = exp
+    await tables.people(count=1200)
+    _reference, data = await export(client, export_settings, table="people")
+    task = await pause_resume_until_done(client, (await start(client, table="people"))["id"], export_settings, app)
+    assert exported_bytes(export_settings, task) == data
+    [row] = await file_rows(app, task["id"])
+    assert (row.state, row.length) == ("complete", len(data))
+
+
+async def test_cancel_removes_file_and_row(exp, tables, export_settings):
+    app, client = exp
+    await tables.people(count=1200)
+    for pause_first in (True, False):
+        task_id = (await start(client, table="people"))["id"]
+        task = await wait_for(client, task_id, lambda t: t["progress"]["done"] > 0)
+        if pause_first:
+            await client.post(f"/tasks/{task_id}/pause")
+            task = await wait_state(client, task_id, "paused")
+        path = export_settings.storage_dir / "files" / task["checkpoint"]["file_id"]
+        assert path.exists() and await file_rows(app, task_id)
+        assert (await client.post(f"/tasks/{task_id}/cancel")).status_code == 202
+        await wait_state(client, task_id, "cancelled")
+        assert not path.exists()
+        assert await file_rows(app, task_id) == []
+    assert list((export_settings.storage_dir / "files").iterdir()) == []
+
+
+# -- bad input and owners ---------------------------------------------------------------------
+
+
+async def test_bad_params_are_clear_4xx(exp, tables):
+    _app, client = exp
+    await tables.people()
+    await tables.execute("local", 'CREATE VIEW {s}"people_view" AS SELECT * FROM {s}"people"')
+    assert "no table 'missing'" in await problem(client, 404, table="missing")
+    assert "not allowed" in await problem(client, 422, table="bad-name;")
+    assert "reserved" in await problem(client, 422, table="pg_class")
+    assert "'nope'" in await problem(client, 422, table="people", columns=["id", "nope"])
+    assert "twice" in await problem(client, 422, table="people", columns=["id", "id"])
+    assert "'ghost'" in await problem(client, 422, table="people", filters=[{"column": "ghost", "op": "eq", "value": 1}])
+    assert "op" in await problem(client, 422, table="people", filters=[{"column": "id", "op": "regex", "value": "x"}])
+    assert "one value" in await problem(client, 422, table="people", filters=[{"column": "id", "op": "eq"}])
+    assert "list" in await problem(client, 422, table="people", filters=[{"column": "id", "op": "in", "value": []}])
+    assert "no value" in await problem(
+        client, 422, table="people", filters=[{"column": "id", "op": "is_null", "value": 1}]
+    )
+    assert "not a usable key" in await problem(client, 422, table="people", order_by="name")
+    assert "view" in await problem(client, 422, table="people_view")
+    assert "delimiter" in await problem(client, 422, table="people", delimiter='"')
+    assert "delimiter" in await problem(client, 422, table="people", delimiter=";;")
+    assert "null" in await problem(client, 422, table="people", null="a,b")
+    assert "file name" in await problem(client, 422, table="people", filename="../../etc/passwd")
+    assert "owner" in await problem(client, 422, table="people", owner="Not An Owner")
+    assert "extra" in (await problem(client, 422, table="people", sql="DROP TABLE people")).lower()
+    if tables.pg:  # SQLite compares any value with any column
+        assert "integer" in await problem(
+            client, 422, table="people", filters=[{"column": "qty", "op": "eq", "value": "lots"}]
+        )
+
+
+async def test_without_rowid_table_without_key_is_422(exp, tables):
+    _app, client = exp
+    if tables.pg:
+        await tables.execute("local", 'CREATE TABLE {s}"parts" (k integer) PARTITION BY RANGE (k)')
+        assert "partitioned" in await problem(client, 422, table="parts")
+    else:
+        await tables.execute("local", 'CREATE TABLE {s}"wr" (a text, b text, PRIMARY KEY (a)) WITHOUT ROWID')
+        await export_ok(client, table="wr")  # its primary key is NOT NULL: usable
+        await tables.execute("local", 'CREATE VIEW {s}"wv" AS SELECT b FROM {s}"wr"')
+        assert "view" in await problem(client, 422, table="wv")
+
+
+async def export_ok(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    task = await wait_state(client, (await start(client, **params))["id"], "succeeded", "failed")
+    assert task["state"] == "succeeded", task
+    return task
+
+
+async def test_other_owners_table_is_404_admin_may_export_it(exp, tables, export_settings):
+    app, client = exp
+    async with app.state.database.sessionmaker() as session:
+        _row, alice = await create_key(session, "alice")
+        _row, root = await create_key(session, "root", role="admin")
+        await session.commit()
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    as_root = {"Authorization": f"Bearer {root}"}
+    rows = await tables.people(owner="bob", table="secrets")
+    await tables.people(owner="local", table="mine")
+    assert "no table 'secrets'" in await problem(client, 404, as_alice, table="secrets")
+    assert "no table 'secrets'" in await problem(client, 404, as_alice, table="secrets", owner="bob")
+    assert "no table 'mine'" in await problem(client, 404, as_alice, table="mine")
+    assert "no table 'secrets'" in await problem(client, 404, table="secrets")  # "local" neither
+    created = await start(client, as_root, table="secrets", owner="bob")
+    task = await wait_state(client, created["id"], "succeeded", headers=as_root)
+    assert exported_bytes(export_settings, task) == expected_csv(["id", "name", "note", "qty"], rows)
+    [row] = await file_rows(app, task["id"])
+    assert row.owner == "root"
+    assert (await client.get(f"/tasks/{task['id']}", headers=as_alice)).status_code == 404
