@@ -49,6 +49,7 @@ class TaskRead(BaseModel):
     error: str | None
     attempts: int
     max_attempts: int
+    runner: str | None = Field(description="The server process running the task now (host:pid:id).")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -83,6 +84,7 @@ class TaskRead(BaseModel):
             error=task.error,
             attempts=task.attempts,
             max_attempts=task.max_attempts,
+            runner=task.lease_owner,
             created_at=task.created_at,
             updated_at=task.updated_at,
             started_at=task.started_at,
