@@ -124,11 +124,11 @@ async def test_unsatisfiable_ranges_among_satisfiable_ones_are_dropped(client, f
     assert response.content == DATA[:2]
 
 
-@pytest.mark.parametrize("header", ["bytes=5-1", "bytes=abc", "items=0-5", "bytes=", "bytes=1-2,,3-4", "bytes=--1"])
-async def test_invalid_range_syntax_is_ignored_and_the_whole_file_sent(client, file_id, header):
-    response = await _get(client, file_id, Range=header)
-    assert response.status_code == 200
-    assert response.content == DATA
+async def test_invalid_range_syntax_is_ignored_and_the_whole_file_sent(client, file_id):
+    for header in ["bytes=5-1", "bytes=abc", "items=0-5", "bytes=", "bytes=1-2,,3-4", "bytes=--1"]:
+        response = await _get(client, file_id, Range=header)
+        assert response.status_code == 200, header
+        assert response.content == DATA
 
 
 async def test_if_range_with_the_current_etag_honours_the_range(client, file_id):
