@@ -69,20 +69,22 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - started
                 method, route = scope["method"], route_template(scope)
                 HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(elapsed)
-                access_logger.log(
-                    logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO,
-                    "%s %s %d %.1fms",
-                    method,
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                    extra={
-                        **context_fields(),
-                        "method": method,
-                        "path": scope["path"],
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "client": (scope.get("client") or (None,))[0],
-                    },
-                )
+                level = logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO
+                if access_logger.isEnabledFor(level):
+                    access_logger.log(
+                        level,
+                        "%s %s %d %.1fms",
+                        method,
+                        scope["path"],
+                        status,
+                        elapsed * 1000,
+                        extra={
+                            **context_fields(),
+                            "method": method,
+                            "path": scope["path"],
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "client": (scope.get("client") or (None,))[0],
+                        },
+                    )
