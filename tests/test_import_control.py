@@ -11,9 +11,9 @@ import pytest
 
 from tests.conftest import wait_for, wait_state
 from tests.server import LiveServer
-from tests.test_import_support import ImportEnv, import_env, list_tables, read_rows, start, write_csv
+from tests.test_import_support import ImportEnv, import_env, import_env_8k, list_tables, read_rows, start, write_csv
 
-__all__ = ["import_env"]  # the `env` fixture
+__all__ = ["import_env", "import_env_8k"]  # the `env` and `env8k` fixtures
 
 ROWS = 20_000
 
@@ -28,7 +28,8 @@ def in_file_order(rows: list[tuple[str, ...]], postgres: bool) -> list[tuple[str
     return sorted(rows, key=lambda r: int(r[0])) if postgres else rows
 
 
-async def test_pause_resume_many_times_mid_file(env: ImportEnv):
+async def test_pause_resume_many_times_mid_file(env8k: ImportEnv):
+    env = env8k
     write_csv(env.storage / "big.csv", ROWS)
     response = await start(env.client, path="big.csv", table="big", infer_types=False)
     assert response.status_code == 201, response.text
@@ -106,11 +107,11 @@ def test_crash_mid_import_repeatedly_is_exactly_once(db_url, tmp_path):
     count = 60_000
     write_csv(storage / "crash.csv", count)
     rng = random.Random(5)
-    env = {"TSM_IMPORT_BATCH_BYTES": "4096", "TSM_LEASE_SECONDS": "1"}
+    env = {"TSM_IMPORT_BATCH_BYTES": "16384", "TSM_LEASE_SECONDS": "1"}
     kills = 0
     task_id = None
     settings = None
-    for round_ in range(4):
+    for round_ in range(3):
         with LiveServer(db_url, storage, **env) as server:
             if task_id is None:
                 params = {"path": "crash.csv", "table": "crashed", "infer_types": False}
@@ -118,16 +119,16 @@ def test_crash_mid_import_repeatedly_is_exactly_once(db_url, tmp_path):
                 assert response.status_code == 201, response.text
                 task_id = response.json()["id"]
             deadline = time.monotonic() + 60
-            target = rng.uniform(0.15, 0.3) * (round_ + 1) * (storage / "crash.csv").stat().st_size
+            target = rng.uniform(0.2, 0.35) * (round_ + 1) * (storage / "crash.csv").stat().st_size
             while time.monotonic() < deadline:
                 task = httpx.get(f"{server.url}/tasks/{task_id}").json()
-                if task["state"] in ("succeeded", "failed") or (round_ < 3 and task["progress"]["done"] >= target):
+                if task["state"] in ("succeeded", "failed") or (round_ < 2 and task["progress"]["done"] >= target):
                     break
                 time.sleep(0.02)
-            if round_ < 3 and task["state"] == "running":
+            if round_ < 2 and task["state"] == "running":
                 server.kill()
                 kills += 1
-            elif round_ == 3:
+            elif round_ == 2:
                 while task["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
                     time.sleep(0.05)
                     task = httpx.get(f"{server.url}/tasks/{task_id}").json()

@@ -145,7 +145,19 @@ async def list_tables(db_url: str, settings: Settings) -> list[str]:
 
 @pytest.fixture(name="env")
 async def import_env(db_url: str, tmp_path: Path) -> AsyncIterator[ImportEnv]:
-    settings = make_settings(db_url, tmp_path / "storage", import_batch_bytes=1024)
+    """An app whose import batches are tiny (1 KiB), so small files still span many batches."""
+    async for env in _env(db_url, tmp_path, 1024):
+        yield env
+
+
+@pytest.fixture(name="env8k")
+async def import_env_8k(db_url: str, tmp_path: Path) -> AsyncIterator[ImportEnv]:
+    async for env in _env(db_url, tmp_path, 8192):
+        yield env
+
+
+async def _env(db_url: str, tmp_path: Path, batch_bytes: int) -> AsyncIterator[ImportEnv]:
+    settings = make_settings(db_url, tmp_path / "storage", import_batch_bytes=batch_bytes)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
