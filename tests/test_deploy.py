@@ -32,7 +32,7 @@ from app.config import Settings
 from tests.server import ROOT, LiveServer
 
 SETTING_NAMES = {f"TSM_{name.upper()}" for name in Settings.model_fields}
-LINE = re.compile(r"^(TSM_[A-Z0-9_]+)=(.*)$")
+LINE = re.compile(r"^#(TSM_[A-Z0-9_]+)=(.*)$")  # commented out: copying the file changes nothing
 
 
 @contextmanager
@@ -60,13 +60,18 @@ def test_env_example_names_every_setting_once_with_a_meaning():
     )
 
 
-def test_env_example_values_are_the_defaults(monkeypatch):
+def test_env_example_values_are_the_defaults(monkeypatch, tmp_path):
     for key in list(os.environ):
         if key.startswith("TSM_"):
             monkeypatch.delenv(key)
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    uncommented = tmp_path / "uncommented.env"
+    uncommented.write_text("\n".join(line[1:] for line in lines if LINE.match(line)))
+    assert not any(line.startswith("TSM_") for line in lines), "an active line would override the image's defaults"
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    from_file = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    from_file = Settings(_env_file=uncommented)  # type: ignore[call-arg]
     assert from_file.model_dump() == defaults.model_dump()
+    assert from_file.model_fields_set >= set(Settings.model_fields), "every line was read"
 
 
 def _readme_section(marker: str) -> str:
