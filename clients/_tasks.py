@@ -122,6 +122,9 @@ class TasksAPI(BaseClient):
                 raise_for_status(response)
                 failures, buffer = 0, bytearray()
                 while chunk := (yield Chunk(response)):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        yield Close(response)
+                        raise WaitTimeout(f"task {task_id}: timed out")
                     buffer += chunk
                     events, buffer = parse_sse(buffer)
                     for name, data, event_id in events:

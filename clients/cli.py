@@ -200,6 +200,7 @@ def cmd_tasks(s: Session) -> int:
     if a.action == "start":
         task = c.create_task(a.id, dict(a.param or []))
         if a.wait:
+            s.say(f"task {task.id} started")
             task = s.wait(task.id, "succeeded")
         s.output(task, lambda: print(f"task {task.id} ({task.kind}) is {task.state}"))
         return OK
