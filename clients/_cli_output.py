@@ -161,7 +161,8 @@ class Bars:
             def update(p: TaskProgress) -> None:
                 self.last = (p.done, p.total)
                 shown = f"{p.total:,.0f}" if p.total else "?"
-                label_now = f"{label} [{p.model_extra.get('state', '')}]" if p.model_extra else label
+                state = (p.model_extra or {}).get("state")  # progress events carry the task's state
+                label_now = f"{label} ({state})" if state else label
                 bar.update(
                     job,
                     completed=p.done,

@@ -173,6 +173,32 @@ def test_upload_and_download_are_byte_identical(live: Live, tmp_path: Path) -> N
             tsm.file_info(up.file_id)
 
 
+def test_import_and_export_helpers(live: Live, tmp_path: Path) -> None:
+    source = tmp_path / "cities.csv"
+    source.write_text("id,city\n" + "".join(f"{i},city {i}\n" for i in range(1, 301)))
+    with live.client() as tsm:
+        if not {"import_csv", "export_csv"} <= {k.name for k in tsm.kinds()}:
+            pytest.skip("the server has no import_csv/export_csv kinds")
+        uploads: list[int] = []
+        task = tsm.import_csv(
+            source, "cities", mode="replace", wait=True, on_upload_progress=lambda d, t: uploads.append(d)
+        )
+        assert task.state == "succeeded" and task.params["table"] == "cities" and uploads[-1] == source.stat().st_size
+        seen: list[float] = []
+        got = tsm.export_csv("cities", tmp_path / "back.csv", on_progress=lambda p: seen.append(p.done))
+    assert Path(got.path).read_text().splitlines() == source.read_text().splitlines()
+    assert seen and "size" in got.verified
+
+
+def test_empty_file_round_trip(live: Live, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with live.client() as tsm:
+        up = tsm.upload(empty)
+        got = tsm.download(up.file_id, tmp_path / "empty.copy")
+    assert up.size == 0 and got.size == 0 and Path(got.path).read_bytes() == b""
+
+
 class Interrupt(Exception):
     pass
 
