@@ -266,6 +266,52 @@ def test_upload_checksum_mismatch_is_retried(live: Live, tmp_path: Path) -> None
     assert corrupted["done"] and live.stored(up.file_id) == source.read_bytes()
 
 
+class FlakyTransport(httpx.HTTPTransport):
+    """A real transport that drops the first PATCH and cuts the first download body short."""
+
+    def __init__(self, cut_after: int) -> None:
+        super().__init__()
+        self.patch_failures, self.cut_after, self.cuts = 1, cut_after, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and self.patch_failures:
+            self.patch_failures -= 1
+            raise httpx.ConnectError("link down", request=request)
+        response = super().handle_request(request)
+        if request.method == "GET" and response.status_code == 200 and not self.cuts:
+            self.cuts += 1
+            return httpx.Response(200, headers=response.headers, stream=CutStream(response.stream, self.cut_after))
+        return response
+
+
+class CutStream(httpx.SyncByteStream):
+    def __init__(self, inner: Any, limit: int) -> None:
+        self.inner, self.limit = inner, limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for chunk in self.inner:
+            if sent + len(chunk) > self.limit:
+                yield chunk[: self.limit - sent]
+                raise httpx.ReadError("connection reset")
+            sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_network_failures_are_retried_from_where_the_bytes_stopped(live: Live, tmp_path: Path) -> None:
+    source = random_file(tmp_path / "flaky.bin", 1024 * 1024 + 5)
+    flaky = FlakyTransport(cut_after=300_000)
+    with live.client(transport=flaky, backoff=0.01, chunk_size=256 * 1024) as tsm:
+        up = tsm.upload(source)
+        got = tsm.download(up.file_id, tmp_path / "flaky.copy")
+    assert flaky.patch_failures == 0 and flaky.cuts == 1
+    assert live.stored(up.file_id) == source.read_bytes()
+    assert Path(got.path).read_bytes() == source.read_bytes() and got.resumed_from == 0
+
+
 # ---- no server needed -------------------------------------------------------------------------
 
 
