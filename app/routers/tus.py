@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 
 from app.auth import PrincipalDep
 from app.db import DatabaseDep, SessionDep
@@ -68,11 +67,16 @@ def _settings(request: Request) -> Any:
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect:
-        raise BodyInterrupted() from None
+    """The request body straight from the ASGI server; a disconnect becomes BodyInterrupted."""
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BodyInterrupted()
+        if body := message.get("body"):
+            yield body
+        if not message.get("more_body", False):
+            return
 
 
 def _upload_headers(row: File) -> dict[str, str]:

@@ -9,6 +9,11 @@ One PATCH at a time per upload, across replicas, through a lease on the row:
 While the body streams, a heartbeat renews the lease and (when no checksum is pending) commits
 the offset up to the last fdatasync. The final UPDATE is fenced by the token, so a writer that
 lost its lease can never move the offset. Offsets only ever name bytes already on disk.
+
+These row updates commit without waiting for the database's own WAL flush (PostgreSQL
+``synchronous_commit = off``; SQLite's WAL with ``synchronous=NORMAL`` behaves the same): a
+database crash can only lose the newest commits, which moves an offset back, never ahead of
+the disk — the client gets a 409, HEADs, and resends the difference.
 """
 
 from __future__ import annotations
@@ -144,8 +149,7 @@ async def _acquire(
     now = utcnow()
     token = new_id()
     async with database.sessionmaker() as session:
-        if database.is_postgres:
-            # Losing this commit in a crash only frees the lock early; no need to wait for the WAL.
+        if database.is_postgres:  # see the module docstring
             await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         row = (
             await session.execute(
@@ -187,6 +191,8 @@ def _offset_conflict(sent: int, actual: int) -> Conflict:
 
 async def _fenced_update(database: Database, file_id: str, token: str, **values: Any) -> File | None:
     async with database.sessionmaker() as session:
+        if database.is_postgres:
+            await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         row = (
             await session.execute(
                 update(File)
