@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
-from app.metrics import BYTES_DOWNLOADED
 from app.models import File, utcnow
 from app.services.storage import file_path
 from tests.test_tus_support import TUS, key_headers, upload
@@ -257,6 +257,6 @@ async def test_empty_file_downloads_and_any_range_is_416(client):
 
 
 async def test_bytes_downloaded_metric_counts_the_body(client, file_id):
-    before = BYTES_DOWNLOADED._value.get()
+    before = REGISTRY.get_sample_value("tsm_bytes_downloaded_total") or 0
     await _get(client, file_id, Range="bytes=0-99")
-    assert BYTES_DOWNLOADED._value.get() - before == 100
+    assert REGISTRY.get_sample_value("tsm_bytes_downloaded_total") - before == 100

@@ -7,6 +7,8 @@ import base64
 import hashlib
 from datetime import timedelta
 
+from prometheus_client import REGISTRY
+
 from app.models import utcnow
 from app.services.storage import file_path
 from tests.test_tus_support import (
@@ -73,12 +75,14 @@ async def test_patch_with_offset_mismatch_is_409(client):
 
 
 async def test_patch_answers_204_with_the_new_offset(client, settings):
+    before = REGISTRY.get_sample_value("tsm_bytes_uploaded_total") or 0
     url = await new_upload(client, 6)
     response = await patch(client, url, 0, b"abc")
     assert response.status_code == 204 and response.headers["upload-offset"] == "3"
     response = await patch(client, url, 3, b"def")
     assert response.status_code == 204 and response.headers["upload-offset"] == "6"
     assert file_path(settings, _id(url)).read_bytes() == b"abcdef"
+    assert REGISTRY.get_sample_value("tsm_bytes_uploaded_total") - before == 6
 
 
 async def test_tus_resumable_is_on_every_response(client):
