@@ -39,6 +39,12 @@ class ChecksumMismatch(TSMError):
     status, title = 460, "Checksum Mismatch"
 
 
+class InsufficientStorage(TSMError):
+    """The server's disk is full; the bytes before this chunk are kept."""
+
+    status, title = 507, "Insufficient Storage"
+
+
 def tus_headers() -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION}
 

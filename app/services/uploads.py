@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from app.services import tus_writer as writer
 from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
 from app.services.keys import Principal
 from app.services.storage import file_path
-from app.services.tus_protocol import ChecksumMismatch, safe_content_type, safe_filename
+from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
 from app.services.tus_sweeper import compute_sha256_later
 
 logger = logging.getLogger("tsm.uploads")
@@ -318,6 +319,10 @@ async def _write(
         too_large, complete = exc, False
     except writer.LockLost:
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the server's disk is full; HEAD for the offset and retry later") from None
+        raise
     finally:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
