@@ -157,7 +157,8 @@ def make_plan(path: Path, params: Any) -> Plan:
         names = csv_scan.sanitize_names([v or "" for v in rows[0][1]]) if rows else []
         line += head.count(b"\n", start, cut)
         start = cut
-    sample_end = last_cut(head, quote, start) if len(head) < end else min(len(head), end)
+    sample = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
+    sample_end = last_cut(sample, quote, start) if len(sample) < end else min(len(sample), end)
     sample_rows: list[list[str | None]] = []
     if sample_end and sample_end > start:
         try:
@@ -222,11 +223,11 @@ class BatchReader:
     def close(self) -> None:
         self.handle.close()
 
-    def read(self, offset: int) -> Batch | None:
+    def read(self, offset: int, size: int | None = None) -> Batch | None:
         if offset >= self.end:
             return None
         self.handle.seek(offset)
-        want = min(self.batch_bytes, self.end - offset)
+        want = min(size or self.batch_bytes, self.end - offset)
         buf = self.handle.read(want)
         while True:
             if offset + len(buf) >= self.end:  # the last batch: everything that is left

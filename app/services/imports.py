@@ -50,6 +50,10 @@ from app.services.kinds import KindParams, TaskKind, task_kind
 from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
 from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
 
+TARGET_BATCH_SECONDS = 0.15
+FIRST_BATCH_BYTES = 1024 * 1024
+MIN_BATCH_BYTES = 64 * 1024
+
 
 def _identifier(value: str, what: str) -> str:
     try:
@@ -310,8 +314,15 @@ class _Job:
         return state
 
     async def load(self, path: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
-        reader = BatchReader(path, state["end"], self.settings.import_batch_bytes, ord(self.params.quote))
-        pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"]))
+        """Batch after batch, the next one read while the current one is written.
+
+        Batch sizes adapt to take about TARGET_BATCH_SECONDS: data sent to COPY sits in socket
+        buffers, so only a short batch lets a pause take effect quickly at full speed.
+        """
+        most = self.settings.import_batch_bytes
+        size = min(most, FIRST_BATCH_BYTES)
+        reader = BatchReader(path, state["end"], most, ord(self.params.quote))
+        pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         try:
             while True:
                 try:
@@ -320,11 +331,16 @@ class _Job:
                     raise ImportFailed(f"line {state['line'] + exc.lines}: {exc.message}") from None
                 if batch is None:
                     return
-                pending = asyncio.ensure_future(asyncio.to_thread(reader.read, batch.end))
+                pending = asyncio.ensure_future(asyncio.to_thread(reader.read, batch.end, size))
+                began, offset = time.perf_counter(), state["offset"]
                 await self.write(batch, state, rejects)
+                elapsed = time.perf_counter() - began
+                if state["offset"] == batch.end and elapsed > 0:
+                    rate = (state["offset"] - offset) / elapsed
+                    size = int(max(min(most, MIN_BATCH_BYTES), min(most, rate * TARGET_BATCH_SECONDS)))
                 if state["offset"] != batch.end:  # stopped early, then the pause was withdrawn
                     await asyncio.wait([pending])
-                    pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"]))
+                    pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         finally:
             await asyncio.wait([pending])
             if not pending.cancelled():

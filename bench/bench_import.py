@@ -1,0 +1,189 @@
+"""Import benchmark: the service's import_csv against `psql \\copy`, same file, same run.
+
+    python bench/bench_import.py [--rows 2000000] [--skip-sqlite]
+
+1. writes a CSV of --rows rows, 7 mixed-type columns (~115 bytes a row) to bench/data/
+2. PostgreSQL scratch database: `psql \\copy` of the file into the same table layout (the peer)
+3. a real server (tests/server.py LiveServer) on that database: POST an import, time it until
+   `succeeded`; prints rows/s and the ratio to psql (target >= 0.85)
+4. pause latency: 20 pauses of a running import, POST /pause → state `paused` (p50 / p95)
+5. the SQLite path: the same import on a SQLite server, rows/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server import LiveServer  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+PG = "postgresql://postgres@127.0.0.1:5432"
+DB = "tsm_bench_import"
+LAYOUT = "id bigint, name text, amount numeric, flag boolean, day date, at timestamp, note text"
+
+
+def generate(path: Path, rows: int) -> None:
+    if path.exists() and path.stat().st_size > 0 and path.with_suffix(".rows").read_text() == str(rows):
+        return
+    rng = random.Random(42)
+    words = ["alpha", "beta", "gamma", 'quote "x"', "comma, inside", "zoë", "naïve café", "delta"]
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("id,name,amount,flag,day,at,note\n")
+        for start in range(1, rows + 1, 10_000):
+            lines = []
+            for i in range(start, min(rows + 1, start + 10_000)):
+                word = words[i % len(words)]
+                name = f'"{word.replace(chr(34), chr(34) * 2)} {i}"' if ('"' in word or "," in word) else f"{word} {i}"
+                lines.append(
+                    f"{i},{name},{rng.randint(0, 10**7) / 100},{'true' if i % 3 else 'false'},"
+                    f"20{i % 25:02d}-{1 + i % 12:02d}-{1 + i % 28:02d},"
+                    f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:{i % 60:02d},"
+                    f"note number {i} with some padding text\n"
+                )
+            out.write("".join(lines))
+    path.with_suffix(".rows").write_text(str(rows))
+
+
+async def scratch_db(create: bool) -> None:
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        if create:
+            await conn.execute(f"CREATE DATABASE {DB}")
+    finally:
+        await conn.close()
+
+
+def psql(sql: str) -> None:
+    command = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "-v", "ON_ERROR_STOP=1", "-qc", sql]
+    subprocess.run(command, check=True)
+
+
+def wait_state(url: str, task_id: str, states: tuple[str, ...], poll: float = 0.01, timeout: float = 3600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = httpx.get(f"{url}/tasks/{task_id}", timeout=30).json()
+        if task["state"] in states:
+            return task
+        time.sleep(poll)
+    raise TimeoutError(f"task {task_id} never reached {states}")
+
+
+def start_import(url: str, table: str, mode: str = "create") -> str:
+    params = {"path": "import.csv", "table": table, "mode": mode}
+    response = httpx.post(f"{url}/tasks", json={"kind": "import_csv", "params": params}, timeout=60)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def timed_import(url: str, table: str) -> tuple[float, dict]:
+    started = time.perf_counter()
+    task_id = start_import(url, table)
+    task = wait_state(url, task_id, ("succeeded", "failed"), poll=0.02)
+    elapsed = time.perf_counter() - started
+    if task["state"] != "succeeded":
+        raise RuntimeError(f"import failed: {task['error']}")
+    return elapsed, task
+
+
+def pause_latencies(url: str, count: int) -> list[float]:
+    latencies: list[float] = []
+    round_ = 0
+    while len(latencies) < count:
+        task_id = start_import(url, f"pauses_{round_}", mode="replace")
+        round_ += 1
+        while len(latencies) < count:
+            task = wait_state(url, task_id, ("running", "succeeded", "failed"))
+            if task["state"] != "running":
+                break
+            time.sleep(0.3)  # let it run at full speed
+            sent = time.perf_counter()
+            response = httpx.post(f"{url}/tasks/{task_id}/pause", timeout=30)
+            if response.status_code != 202:
+                break
+            task = wait_state(url, task_id, ("paused", "succeeded", "failed"), poll=0.005)
+            if task["state"] != "paused":
+                break
+            latencies.append(time.perf_counter() - sent)
+            httpx.post(f"{url}/tasks/{task_id}/resume", timeout=30).raise_for_status()
+    return latencies
+
+
+def link_into(storage: Path, source: Path) -> None:
+    storage.mkdir(parents=True, exist_ok=True)
+    target = storage / "import.csv"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        target.write_bytes(source.read_bytes())
+
+
+def main() -> None:
+    import asyncio
+    import shutil
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--pauses", type=int, default=20)
+    parser.add_argument("--skip-sqlite", action="store_true")
+    args = parser.parse_args()
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    csv_path = DATA / f"import_{args.rows}.csv"
+    t0 = time.perf_counter()
+    generate(csv_path, args.rows)
+    size_mb = csv_path.stat().st_size / 1e6
+    print(f"file: {csv_path} {args.rows:,} rows, {size_mb:.0f} MB (ready in {time.perf_counter() - t0:.1f}s)")
+
+    asyncio.run(scratch_db(create=True))
+    work = DATA / "bench-import-run"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        psql(f"CREATE TABLE peer ({LAYOUT})")
+        started = time.perf_counter()
+        psql(f"\\copy peer FROM '{csv_path}' WITH (FORMAT csv, HEADER true)")
+        psql_seconds = time.perf_counter() - started
+        psql_rate = args.rows / psql_seconds
+        print(f"psql \\copy:         {psql_seconds:7.2f}s  {psql_rate:>10,.0f} rows/s")
+
+        storage = work / "pg"
+        link_into(storage, csv_path)
+        with LiveServer(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB}", storage) as server:
+            seconds, task = timed_import(server.url, "service")
+            rate = args.rows / seconds
+            assert task["result"]["rows"] == args.rows, task["result"]
+            types = [c["type"] for c in task["result"]["columns"]]
+            print(f"service import_csv: {seconds:7.2f}s  {rate:>10,.0f} rows/s  (API start → succeeded; types {types})")
+            print(f"ratio service / psql \\copy: {rate / psql_rate:.2f}  (target >= 0.85)")
+            latencies = pause_latencies(server.url, args.pauses)
+            ms = sorted(1000 * x for x in latencies)
+            p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+            print(f"pause latency over {len(ms)} pauses: p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms")
+
+        if not args.skip_sqlite:
+            storage = work / "sqlite"
+            link_into(storage, csv_path)
+            with LiveServer(f"sqlite+aiosqlite:///{storage / 'tsm.sqlite3'}", storage) as server:
+                seconds, task = timed_import(server.url, "service")
+                print(f"SQLite import_csv:  {seconds:7.2f}s  {args.rows / seconds:>10,.0f} rows/s")
+    finally:
+        asyncio.run(scratch_db(create=False))
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
