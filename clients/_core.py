@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -81,11 +81,17 @@ Op = Generator[Command, Any, T]
 
 
 class Steps:
-    """Steps an operation: iterate for its commands, ``reply``/``fail`` each; ``value`` at the end."""
+    """Steps an operation: iterate for its commands, ``reply``/``fail`` each; ``value`` at the end.
+
+    Streams the operation opened are remembered in ``opened``: if it is interrupted (Ctrl-C, an
+    exception, a consumer that stops iterating) the driver closes them, since a generator that
+    is being closed may not yield a ``Close`` any more.
+    """
 
     def __init__(self, op: Op[Any]) -> None:
         self.op = op
         self.value: Any = None
+        self.opened: list[httpx.Response] = []
         self._reply: Any = None
         self._error: BaseException | None = None
 
@@ -94,6 +100,11 @@ class Steps:
 
     def fail(self, error: BaseException) -> None:
         self._error = error
+
+    def settled(self, command: Command, result: Any) -> None:
+        if isinstance(command, Send) and command.stream:
+            self.opened.append(result)
+        self._reply = result
 
     def __iter__(self) -> Iterator[Command]:
         while True:
@@ -127,7 +138,21 @@ def consume(op: Op[T], on_emit: Callable[[Any], bool]) -> Op[T | None]:
     return steps.value
 
 
+def build_request(http: httpx.Client | httpx.AsyncClient, command: Send, content: Any) -> httpx.Request:
+    return http.build_request(
+        command.method,
+        command.url,
+        headers=command.headers,
+        params=command.params,
+        json=command.json,
+        content=content,
+        timeout=command.timeout or http.timeout,
+    )
+
+
 class SyncDriver:
+    """Performs commands with ``httpx.Client``, blocking."""
+
     def __init__(self, http: httpx.Client) -> None:
         self.http = http
         self.streams: dict[int, Iterator[bytes]] = {}
@@ -145,38 +170,25 @@ class SyncDriver:
 
     def _walk(self, op: Op[Any]) -> Iterator[tuple[bool, Any]]:
         """Yields ``(False, item)`` per emitted item, then ``(True, result)``."""
-        opened: list[httpx.Response] = []
-        try:
-            with Steps(op) as steps:
+        with Steps(op) as steps:
+            try:
                 for command in steps:
                     if isinstance(command, Emit):
                         yield False, command.value
-                        continue
-                    try:
-                        steps.reply(result := self.execute(command))
-                    except httpx.HTTPError as exc:
-                        steps.fail(exc)
                     else:
-                        if isinstance(command, Send) and command.stream:
-                            opened.append(result)
-            yield True, steps.value
-        finally:
-            for response in opened:  # streams an interrupted operation could not close itself
-                self.streams.pop(id(response), None)
-                response.close()
+                        try:
+                            steps.settled(command, self.execute(command))
+                        except httpx.HTTPError as exc:
+                            steps.fail(exc)
+                yield True, steps.value
+            finally:
+                for response in steps.opened:
+                    self.streams.pop(id(response), None)
+                    response.close()
 
     def execute(self, command: Command) -> Any:
         if isinstance(command, Send):
-            request = self.http.build_request(
-                command.method,
-                command.url,
-                headers=command.headers,
-                params=command.params,
-                json=command.json,
-                content=command.content,
-                timeout=command.timeout or self.http.timeout,
-            )
-            response = self.http.send(request, stream=True)
+            response = self.http.send(build_request(self.http, command, command.content), stream=True)
             if command.stream and response.status_code < 400:
                 self.streams[id(response)] = response.iter_bytes(command.chunk_size)
                 return response
@@ -204,6 +216,8 @@ async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 class AsyncDriver:
+    """Performs commands with ``httpx.AsyncClient``; blocking file work goes to a thread."""
+
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
         self.streams: dict[int, AsyncIterator[bytes]] = {}
@@ -223,42 +237,29 @@ class AsyncDriver:
             if not final:
                 yield value
 
-    async def _walk(self, op: Op[Any]) -> AsyncIterator[tuple[bool, Any]]:
-        opened: list[httpx.Response] = []
-        try:
-            with Steps(op) as steps:
+    async def _walk(self, op: Op[Any]) -> AsyncGenerator[tuple[bool, Any], None]:
+        with Steps(op) as steps:
+            try:
                 for command in steps:
                     if isinstance(command, Emit):
                         yield False, command.value
-                        continue
-                    try:
-                        steps.reply(result := await self.execute(command))
-                    except httpx.HTTPError as exc:
-                        steps.fail(exc)
                     else:
-                        if isinstance(command, Send) and command.stream:
-                            opened.append(result)
-            yield True, steps.value
-        finally:
-            for response in opened:
-                self.streams.pop(id(response), None)
-                await response.aclose()
+                        try:
+                            steps.settled(command, await self.execute(command))
+                        except httpx.HTTPError as exc:
+                            steps.fail(exc)
+                yield True, steps.value
+            finally:
+                for response in steps.opened:
+                    self.streams.pop(id(response), None)
+                    await response.aclose()
 
     async def execute(self, command: Command) -> Any:
         if isinstance(command, Send):
-            content = command.content
+            content: Any = command.content
             if content is not None and not isinstance(content, bytes):
                 content = _aiter(content)
-            request = self.http.build_request(
-                command.method,
-                command.url,
-                headers=command.headers,
-                params=command.params,
-                json=command.json,
-                content=content,
-                timeout=command.timeout or self.http.timeout,
-            )
-            response = await self.http.send(request, stream=True)
+            response = await self.http.send(build_request(self.http, command, content), stream=True)
             if command.stream and response.status_code < 400:
                 self.streams[id(response)] = response.aiter_bytes(command.chunk_size)
                 return response
@@ -306,7 +307,7 @@ class operation(Generic[P, T]):  # noqa: N801 — used as a decorator, like ``pr
         return call
 
 
-class stream(Generic[P, T]):  # noqa: N801
+class Stream(Generic[P, T]):
     """Like :class:`operation` for calls that ``Emit`` items: ``Iterator[T]`` / ``AsyncIterator[T]``."""
 
     def __init__(self, fn: Callable[Concatenate[Any, P], Op[Any]]) -> None:
@@ -315,7 +316,7 @@ class stream(Generic[P, T]):  # noqa: N801
         self.__name__ = fn.__name__
 
     @overload
-    def __get__(self, obj: None, owner: type) -> stream[P, T]: ...
+    def __get__(self, obj: None, owner: type) -> Stream[P, T]: ...
     @overload
     def __get__(self, obj: Client, owner: type) -> Callable[P, Iterator[T]]: ...
     @overload
@@ -330,3 +331,12 @@ class stream(Generic[P, T]):  # noqa: N801
             return obj._driver.iterate(fn(obj, *args, **kwargs))
 
         return call
+
+
+def stream(item: type[T]) -> Callable[[Callable[Concatenate[Any, P], Op[Any]]], Stream[P, T]]:
+    """``@stream(Task)``: the decorated generator emits ``Task`` items."""
+
+    def decorate(fn: Callable[Concatenate[Any, P], Op[Any]]) -> Stream[P, T]:
+        return Stream(fn)
+
+    return decorate

@@ -77,6 +77,10 @@ def _slices(data: bytes, done: int, total: int, on_progress: ProgressCallback | 
             on_progress(done + start + len(piece), total)
 
 
+def _digest(algorithm: str, data: bytes) -> str:
+    return base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+
+
 def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
     handle.seek(offset)
     return handle.read(size)
@@ -128,7 +132,7 @@ class FilesAPI(BaseClient):
         params = {"limit": limit, **({"cursor": cursor} if cursor else {}), **filters}
         return (yield from self._json("GET", "/files", Page[FileInfo].model_validate, params=params))
 
-    @stream
+    @stream(FileInfo)
     def iter_files(self, *, page_size: int = 100, **filters: str) -> Op[None]:
         """Every file (following the cursor), newest first."""
         cursor: str | None = None
@@ -204,8 +208,7 @@ class FilesAPI(BaseClient):
                     "Content-Length": str(len(data)),
                 }
                 if algorithm:
-                    digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
-                    headers["Upload-Checksum"] = f"{algorithm} {digest}"
+                    headers["Upload-Checksum"] = f"{algorithm} {(yield Call(_digest, (algorithm, data)))}"
                 body = _slices(data, offset, size, on_progress)
                 response: httpx.Response | None = None
                 try:

@@ -7,6 +7,7 @@ export_csv(table) = create task export_csv {table…} ─▶ wait succeeded ─�
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,9 @@ class JobsAPI(TasksAPI, FilesAPI):
         ``wait=True`` returns once the task has succeeded (:class:`TaskEnded` otherwise).
         """
         file_id = str(source)
+        if not Path(source).is_file() and any(sep in file_id for sep in "/\\."):
+            # Looks like a path, not an id: say so instead of sending the server a bogus file id.
+            raise FileNotFoundError(errno.ENOENT, "No such file", file_id)
         if Path(source).is_file():
             uploaded = yield from FilesAPI.upload.fn(self, source, on_progress=on_upload_progress)
             file_id = uploaded.file_id

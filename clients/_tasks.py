@@ -69,7 +69,7 @@ class TasksAPI(BaseClient):
         params = {k: v for k, v in {"state": state, "kind": kind, "limit": limit, "cursor": cursor}.items() if v}
         return (yield from self._json("GET", "/tasks", Page[Task].model_validate, params=params))
 
-    @stream
+    @stream(Task)
     def iter_tasks(self, *, state: str | None = None, kind: str | None = None, page_size: int = 100) -> Op[None]:
         """Every task (following the cursor), newest first."""
         cursor: str | None = None
@@ -151,7 +151,7 @@ class TasksAPI(BaseClient):
             yield Sleep(self._delay(failures))
             failures += 1
 
-    @stream
+    @stream(Event)
     def events(self, task_id: str, last_event_id: int = 0) -> Op[None]:
         """Iterate the task's events (``state`` changes, ``progress``, a final ``end``); reconnects."""
         yield from self._event_source(task_id, last_event_id)

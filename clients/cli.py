@@ -189,6 +189,8 @@ def cmd_export(s: Session) -> int:
 def cmd_tasks(s: Session) -> int:
     a, c = s.args, s.client
     if a.action == "ls":
+        items: list[Any]
+        page: dict[str, Any]
         if a.all:
             items = list(c.iter_tasks(state=a.state, kind=a.kind))
             page = {"items": items, "next_cursor": None}
@@ -232,6 +234,8 @@ def cmd_files(s: Session) -> int:
     a, c = s.args, s.client
     filters = {k: v for k, v in {"state": a.state, "origin": a.origin}.items() if v} if a.action == "ls" else {}
     if a.action == "ls":
+        items: list[Any]
+        page: dict[str, Any]
         if a.all:
             items = list(c.iter_files(**filters))
             page = {"items": items, "next_cursor": None}
@@ -251,7 +255,12 @@ def cmd_files(s: Session) -> int:
 
 def cmd_kinds(s: Session) -> int:
     kinds = s.client.kinds()
-    s.output(kinds, lambda: [print(f"{k.name:<16} {k.description}") for k in kinds])
+
+    def human() -> None:
+        for kind in kinds:
+            print(f"{kind.name:<16} {kind.description}")
+
+    s.output(kinds, human)
     return OK
 
 
