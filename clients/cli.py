@@ -200,7 +200,7 @@ def cmd_tasks(s: Session) -> int:
         s.output(page, lambda: stdout.print(tasks_table(items)))
         return OK
     if a.action == "start":
-        task = c.create_task(a.id, dict(a.param or []))
+        task = c.create_task(a.id, dict(a.param or []), max_attempts=a.max_attempts)
         if a.wait:
             s.say(f"task {task.id} started")
             task = s.wait(task.id, "succeeded")
@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     start = tasks.add_parser("start", help="start a task of any kind")
     start.add_argument("id", metavar="KIND")
     start.add_argument("-p", "--param", type=param, action="append", help="task parameter key=value")
+    start.add_argument("--max-attempts", type=int, help="runs allowed before it fails (default: the server's)")
     start.add_argument("--wait", action="store_true", help="wait until it has finished")
     for parser_ in tasks.choices.values():
         parser_.set_defaults(run=cmd_tasks)

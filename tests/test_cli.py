@@ -207,6 +207,12 @@ def test_import_then_export_round_trip(live: Live, env: dict[str, str], tmp_path
     assert sorted((r[0], r[1], float(r[2])) for r in back[1:]) == sorted((r[0], r[1], float(r[2])) for r in rows[1:])
 
 
+@sqlite_only
+def test_a_failed_task_is_exit_code_7(env: dict[str, str]) -> None:
+    failed = tsm(env, "-q", "tasks", "start", "flaky", "-p", "failures=1", "--max-attempts", "1", "--wait")
+    one_error_line(failed, 7, "ended failed", "flaky failure on attempt 1")
+
+
 def _newest(client: Client, name: str) -> Any:
     return next((t for t in client.list_tasks(kind="marker").items if t.params.get("name") == name), None)
 
