@@ -118,7 +118,8 @@ class _TaskRate(ProgressColumn):
 
     def render(self, task: Any) -> Text:
         rate, eta, unit = task.fields.get("rate"), task.fields.get("eta"), task.fields.get("unit", "")
-        parts = [f"{rate:,.1f} {unit}/s" if rate else "", f"ETA {eta:,.0f}s" if eta is not None else ""]
+        speed = f"{human_bytes(rate)}/s" if rate and unit == "B" else f"{rate:,.1f} {unit}/s" if rate else ""
+        parts = [speed, f"ETA {eta:,.0f}s" if eta is not None else ""]
         return Text("  ".join(p for p in parts if p), style="progress.data.speed")
 
 
@@ -152,23 +153,26 @@ class Bars:
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.fields[shown_total]} {task.fields[unit]}"),
+            TextColumn("{task.fields[shown]}"),
             _TaskRate(),
         )
         with Progress(*columns, console=stderr, disable=not self.enabled) as bar:
-            job = bar.add_task(label, total=None, unit="", shown_total="?", rate=None, eta=None)
+            job = bar.add_task(label, total=None, unit="", shown="", rate=None, eta=None)
 
             def update(p: TaskProgress) -> None:
                 self.last = (p.done, p.total)
-                shown = f"{p.total:,.0f}" if p.total else "?"
+                if p.unit in ("bytes", "B"):  # an import's progress is bytes of its file
+                    shown = f"{human_bytes(p.done)}/{human_bytes(p.total)}"
+                else:
+                    shown = f"{p.done:,.0f}/{p.total:,.0f} {p.unit}" if p.total else f"{p.done:,.0f} {p.unit}"
                 state = (p.model_extra or {}).get("state")  # progress events carry the task's state
                 label_now = f"{label} ({state})" if state else label
                 bar.update(
                     job,
                     completed=p.done,
                     total=p.total,
-                    unit=p.unit,
-                    shown_total=shown,
+                    unit="B" if p.unit == "bytes" else p.unit,
+                    shown=shown,
                     rate=p.rate,
                     eta=p.eta_seconds,
                     description=label_now,
