@@ -1,7 +1,7 @@
 """PostgreSQL: raw CSV bytes streamed into ``COPY ... FROM STDIN`` inside the checkpoint's transaction.
 
     ctx.checkpoint(state, work=copy)          one transaction, fenced by the lease token:
-        COPY staging FROM STDIN (csv)  ← the batch's sub-chunks, stopping early on a pause
+        COPY staging FROM STDIN (csv)  ← the batch; a pause cancels it (rolled back, redone)
         UPDATE tasks SET checkpoint = {offset, rows, ...} WHERE id = ... AND lease_token = ...
     COMMIT
 
@@ -13,8 +13,10 @@ the failing records are isolated and written to the reject file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import asyncpg
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.services import csv_scan
 from app.services.import_source import Batch, Rejects, decode
 from app.services.namespaces import quote as q
-from app.services.runner import TaskContext
+from app.services.runner import TaskContext, TaskInterrupt
 
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
@@ -119,39 +121,55 @@ class PgLoader:
     async def copy_batch(
         self, conn: AsyncConnection, batch: Batch, first_line: int, columns: list[str], rejects: Rejects | None
     ) -> tuple[int, int, int]:
-        """COPY the batch (stopping after any sub-chunk if a pause is pending).
+        """COPY the whole batch; returns (rows loaded, bytes consumed, lines consumed).
 
-        Returns (rows loaded, bytes consumed, lines consumed).
+        A pause (or shutdown) does not wait for the batch: the COPY is cancelled on the server
+        and TaskInterrupt rolls the batch back with its transaction; the next run redoes it
+        from the previous checkpoint. So batches can be long (few commits) and pauses quick.
         """
+        if self.ctx.stop_requested:
+            raise TaskInterrupt  # nothing sent yet, nothing to lose
         apg = await raw_connection(conn)
-        used: list[bytes] = []
         line = first_line
 
         async def pieces() -> AsyncIterator[bytes]:
             nonlocal line
             for chunk in batch.chunks:
-                if used and self.ctx.stop_requested:
-                    return
                 data = self._prepare(chunk, line)
-                used.append(chunk)
                 line += chunk.count(b"\n")
                 yield data
 
         if rejects is not None:
             await apg.execute("SAVEPOINT tsm_batch")
         try:
-            rows = await self._copy(apg, pieces(), columns)
+            rows = await self._unless_stopped(self._copy(apg, pieces(), columns))
         except (*ROW_ERRORS, csv_scan.CsvError) as exc:
             if rejects is None:
-                raise ImportFailed(self._locate(exc, used, first_line)) from None
+                raise ImportFailed(self._locate(exc, batch.chunks, first_line)) from None
             await apg.execute("ROLLBACK TO SAVEPOINT tsm_batch")
-            records = list(self._records(used, first_line))
-            rows = await self._isolate(apg, records, columns, rejects)
+            records = self._records(batch.chunks, first_line)
+            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
         else:
             if rejects is not None:
                 await apg.execute("RELEASE SAVEPOINT tsm_batch")
-        consumed = b"".join(used)
-        return rows, len(consumed), consumed.count(b"\n")
+        consumed = sum(len(c) for c in batch.chunks)
+        return rows, consumed, sum(c.count(b"\n") for c in batch.chunks)
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, int]) -> int:
+        """Run ``work``; if a stop is requested first, cancel it (asyncpg cancels the server
+        side too) and raise TaskInterrupt so the batch's transaction rolls back."""
+        job = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.ctx.stop_event.wait())
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not job.done():
+            job.cancel()
+            with contextlib.suppress(BaseException):
+                await job
+            raise TaskInterrupt
+        return job.result()
 
     def _records(self, chunks: list[bytes], first_line: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []

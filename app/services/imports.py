@@ -50,7 +50,8 @@ from app.services.kinds import KindParams, TaskKind, task_kind
 from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
 from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
 
-TARGET_BATCH_SECONDS = 0.15
+TARGET_BATCH_SECONDS = 1.0
+TARGET_SQLITE_SECONDS = 0.15
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
 
@@ -316,8 +317,9 @@ class _Job:
     async def load(self, path: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
         """Batch after batch, the next one read while the current one is written.
 
-        Batch sizes adapt to take about TARGET_BATCH_SECONDS: data sent to COPY sits in socket
-        buffers, so only a short batch lets a pause take effect quickly at full speed.
+        Batch sizes adapt to take about TARGET_BATCH_SECONDS (up to import_batch_bytes): on
+        PostgreSQL a pause cancels the running batch, so long batches cost nothing there; on
+        SQLite a batch stops after its current sub-chunk, so they must stay short.
         """
         most = self.settings.import_batch_bytes
         size = min(most, FIRST_BATCH_BYTES)
@@ -337,7 +339,8 @@ class _Job:
                 elapsed = time.perf_counter() - began
                 if state["offset"] == batch.end and elapsed > 0:
                     rate = (state["offset"] - offset) / elapsed
-                    size = int(max(min(most, MIN_BATCH_BYTES), min(most, rate * TARGET_BATCH_SECONDS)))
+                    target = TARGET_BATCH_SECONDS if self.postgres else TARGET_SQLITE_SECONDS
+                    size = int(max(min(most, MIN_BATCH_BYTES), min(most, rate * target)))
                 if state["offset"] != batch.end:  # stopped early, then the pause was withdrawn
                     await asyncio.wait([pending])
                     pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
