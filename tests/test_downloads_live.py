@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -54,3 +56,11 @@ def test_curl_continue_at_and_wget_continue_resume_a_cut_download(db_url, tmp_pa
         assert log.returncode == 0, log.stderr
         assert "206 Partial Content" in log.stderr or "HTTP/1.1 206" in log.stderr
         assert partial.read_bytes() == DATA
+
+        # A reader that hangs up mid-body costs the server nothing lasting.
+        path = urlsplit(url).path
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert httpx.get(url, headers={"Range": "bytes=-10"}).content == DATA[-10:]
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
