@@ -87,10 +87,11 @@ class ContextFilter(logging.Filter):
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The context fields first, then any ``extra=`` fields in name order."""
+    fields = record.__dict__
+    rest = sorted(fields.keys() - _STANDARD - set(CONTEXT_FIELDS))
     return {
-        key: value
-        for key, value in record.__dict__.items()
-        if key not in _STANDARD and not key.startswith("_") and value is not None
+        key: fields[key] for key in (*CONTEXT_FIELDS, *rest) if fields.get(key) is not None and not key.startswith("_")
     }
 
 

@@ -17,7 +17,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import context_fields, request_context
+from app.logs import request_context
 from app.metrics import HTTP_REQUEST_SECONDS
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -78,8 +78,7 @@ class RequestContextMiddleware:
                         scope["path"],
                         status,
                         elapsed * 1000,
-                        extra={
-                            **context_fields(),
+                        extra={  # request_id, task_id: added by the log filter, as on every line
                             "method": method,
                             "path": scope["path"],
                             "route": route,
