@@ -237,6 +237,27 @@ async def test_async_upload_and_download_resume(live: Live, tmp_path: Path) -> N
     assert got.resumed_from >= 512 * 1024 and dest.read_bytes() == source.read_bytes()
 
 
+@pytest.mark.parametrize("live", ["sqlite"], indirect=True)  # client-side behaviour only
+async def test_cancelled_async_download_resumes(live: Live, tmp_path: Path) -> None:
+    """asyncio cancellation (a timeout here) mid-body leaves a resumable ``.part``, nothing else."""
+    source = random_file(tmp_path / "slow.bin", 2 * 1024 * 1024)
+    dest, part = tmp_path / "slow.copy", tmp_path / "slow.copy.part"
+    async with live.async_client() as tsm:
+        up = await tsm.upload(source)
+        download = asyncio.ensure_future(tsm.download(up.file_id, dest, limit_rate=1024 * 1024))
+        deadline = time.monotonic() + 20
+        while not (part.exists() and part.stat().st_size > 0):
+            assert time.monotonic() < deadline and not download.done(), "no bytes arrived"
+            await asyncio.sleep(0.02)
+        download.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await download
+        kept = part.stat().st_size
+        assert 0 < kept < 2 * 1024 * 1024 and not dest.exists()
+        got = await tsm.download(up.file_id, dest)
+    assert got.resumed_from == kept and dest.read_bytes() == source.read_bytes()
+
+
 def test_download_starts_over_when_the_validator_is_stale(live: Live, tmp_path: Path) -> None:
     source = random_file(tmp_path / "v.bin", 600 * 1024)
     with live.client() as tsm:
