@@ -127,21 +127,36 @@ class TextFormatter(logging.Formatter):
         return f"{head} [{tags}]{sep}{tail}"
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
-    """Route the service's and uvicorn's loggers through one handler with the context filter.
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (test runners swap it per test)."""
 
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """Route every log line through one handler with the context filter.
+
+    ``tsm.*`` and ``uvicorn.*`` log at ``TSM_LOG_LEVEL``; other libraries' lines (and a plug-in
+    kind's own logger) reach the same handler through the root logger, at the root's level.
     uvicorn's own access log is switched off: ``tsm.access`` (see app/middleware.py) replaces it
     with lines that carry the request id, the route and the duration.
     """
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or _Stderr())  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.set_name("tsm")
     level = settings.log_level.upper()
     for name in ("tsm", "uvicorn"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [*(h for h in root.handlers if h.get_name() != "tsm"), handler]
     access = logging.getLogger("uvicorn.access")
     access.handlers[:] = []
     access.propagate = False

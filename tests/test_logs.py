@@ -70,6 +70,11 @@ async def test_json_lines_carry_request_id_task_id_and_owner(json_logged):
     # Probes are logged at debug level only.
     await client.get("/healthz", headers={"X-Request-ID": "req-probe"})
     assert "req-probe" not in buffer.getvalue()
+    # Any other library's (or plug-in kind's) warnings come out the same way, with the context.
+    with request_context("req-lib", None):
+        logging.getLogger("some.library").warning("disk %s", "slow")
+    last = json.loads(buffer.getvalue().splitlines()[-1])
+    assert (last["logger"], last["message"], last["request_id"]) == ("some.library", "disk slow", "req-lib")
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:
