@@ -146,7 +146,8 @@ class SqliteLoader:
             for chunk in batch.chunks:
                 if used_bytes and self.ctx.stop_requested:
                     break
-                values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
+                with csv_scan.paused_gc():
+                    values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
                 db.executemany(insert, values)
                 rows += len(values)
                 used_bytes += len(chunk)
@@ -169,26 +170,67 @@ class SqliteLoader:
 
     def _rows(
         self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects | None
-    ) -> list[list[Any]]:
+    ) -> list[Any]:
+        """Parse and convert a chunk column by column (fast); bad records → error or rejects."""
         p = self.params
         try:
-            parsed = csv_scan.parse_rows(decode(chunk, self.encoding, first_line), p.delimiter, p.quote, p.null)
+            text = decode(chunk, self.encoding, first_line)
+            rows, mapped = csv_scan.fast_rows(text, p.delimiter, p.quote, p.null)
         except CsvError:
             if rejects is None:
                 raise
             return self._rows_one_by_one(chunk, first_line, columns, types, rejects)
-        out: list[list[Any]] = []
-        records: list[bytes] | None = None
-        for index, (relative, values) in enumerate(parsed):
+        width = len(columns)
+        lines: list[int] = []
+
+        def line_of(index: int) -> int:
+            if not lines:
+                lines.extend(csv_scan.line_numbers(text, p.delimiter, p.quote))
+            return first_line + lines[index]
+
+        kept: list[list[str | None]] = []
+        where: list[int] = []  # index in `rows` of each kept row
+        errors: list[tuple[int, int, CsvError]] = []  # (line, index in rows, error)
+        for index, values in enumerate(rows):
+            if len(values) == width or (not values and width == 1):
+                kept.append(values or [None])
+                where.append(index)
+            else:
+                line = line_of(index)
+                errors.append((line, index, CsvError(f"expected {width} fields, found {len(values)}", line)))
+        cols = [list(c) for c in zip(*kept, strict=True)] if kept else []
+        null = p.null
+        bad: set[int] = set()
+        for ci, kind in enumerate(types):
+            if not kept:
+                break
+            if not mapped:
+                cols[ci] = [None if v == null else v for v in cols[ci]]
+            if kind == "text":
+                continue
             try:
-                out.append(self._convert(values, columns, types, first_line + relative))
-            except CsvError as exc:
-                if rejects is None:
-                    raise ImportFailed(str(exc)) from None
-                records = records or csv_scan.split_records(chunk, ord(p.quote))
-                raw = records[index] if len(records) == len(parsed) else b""
-                rejects.add(first_line + relative, _reason(exc), raw.decode(self.encoding, "replace"))
-        return out
+                cols[ci] = csv_scan.convert_column(cols[ci], kind)
+            except (ValueError, OverflowError, KeyError):
+                fixed: list[Any] = []
+                for ri, value in enumerate(cols[ci]):
+                    try:
+                        fixed.append(None if value is None or ri in bad else csv_scan.convert(value, kind))
+                    except ValueError as exc:
+                        bad.add(ri)
+                        fixed.append(None)
+                        line = line_of(where[ri])
+                        errors.append((line, where[ri], CsvError(str(exc), line, columns[ci])))
+                cols[ci] = fixed
+        if errors:
+            errors.sort(key=lambda e: e[:2])
+            if rejects is None:
+                raise ImportFailed(str(errors[0][2]))
+            records = csv_scan.split_records(chunk, ord(p.quote))
+            for line, index, exc in errors:
+                raw = records[index] if len(records) == len(rows) else b""
+                rejects.add(line, _reason(exc), raw.decode(self.encoding, "replace"))
+        out = list(zip(*cols, strict=True)) if cols else []
+        return [r for i, r in enumerate(out) if i not in bad] if bad else out
 
     def _rows_one_by_one(
         self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects
