@@ -54,15 +54,15 @@ def request_context(request_id: str, scope: MutableMapping[str, Any] | None = No
 
 
 def bind(*, owner: str | None = None, task_id: str | None = None) -> None:
-    """Mark the current context as acting for ``owner`` and/or on ``task_id``."""
+    """Mark the current context as acting for ``owner`` and/or on ``task_id``.
+
+    The task runner binds both for its whole asyncio task; inside a request, whatever learns
+    the caller (authentication) may bind ``owner`` for the rest of that request.
+    """
     if owner is not None:
         _owner.set(owner)
     if task_id is not None:
         _task_id.set(task_id)
-
-
-def current_request_id() -> str | None:
-    return _request_id.get()
 
 
 def context_fields() -> dict[str, str]:
