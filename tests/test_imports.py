@@ -155,6 +155,7 @@ async def test_bad_params_are_clear_4xx(env: ImportEnv, tmp_path, params, fragme
         (b"", 422, "empty"),
         (b"\n\n", 422, "empty"),
         (bytes(range(256)) * 40, 422, "binary"),
+        (b"na\xefme,b\n1,2\n", 422, "line 1: invalid byte sequence"),
     ],
 )
 async def test_unreadable_files_rejected_at_creation(env: ImportEnv, content, status, fragment):

@@ -187,7 +187,10 @@ class ImportCsv(TaskKind[ImportParams]):
     async def prepare(self, params: ImportParams, principal: Principal, session: AsyncSession) -> None:
         settings = _settings_for(session)
         path = await resolve_source(session, settings, principal, params.file_id, params.path)
-        plan = await asyncio.to_thread(make_plan, path, params)
+        try:
+            plan = await asyncio.to_thread(make_plan, path, params)
+        except csv_scan.CsvError as exc:
+            raise Unprocessable(f"cannot read the file's first record: {exc}") from None
         target = await _target(session, settings, principal.owner, params.table)
         if target is not None and params.mode == "create":
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
