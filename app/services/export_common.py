@@ -2,8 +2,8 @@
 
 An export walks a table in keyset pages::
 
-    position=None ─▶ page(position, limit, sink) ─▶ (new position, rows) ─▶ fsync ─▶ checkpoint
-                          └── None once nothing is left after ``position``
+    pages(position, limit) ─▶ Page(next position, rows, CSV bytes) ─▶ append ─▶ fsync ─▶ checkpoint
+                          └── ends once nothing is left after ``position``
 
 ``position`` is opaque JSON owned by the source (the last key's values, or the next heap
 block for PostgreSQL's physical order); the checkpoint stores it with the file's byte offset.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,8 +59,9 @@ class KeyCandidate:
 
 @dataclass(frozen=True)
 class Page:
-    position: Any
+    position: Any  # where the next page starts
     rows: int
+    chunks: list[bytes]  # the page's CSV bytes
 
 
 class Source(Protocol):
@@ -74,8 +75,8 @@ class Source(Protocol):
         """Rows that will be exported, and whether that count is exact."""
         ...
 
-    async def page(self, position: Any, limit: int, sink: FileSink) -> Page | None:
-        """Write the next page's CSV rows to ``sink``; None once no row is left."""
+    def pages(self, position: Any, limit: int) -> AsyncIterator[Page]:
+        """The pages after ``position``, in order, until no row is left."""
         ...
 
     def session_state(self) -> dict[str, Any]:
@@ -169,8 +170,9 @@ def _write_all(fd: int, data: bytes) -> None:
 class FileSink:
     """Appends to the export file from a byte ``offset`` (anything after it is cut off first).
 
-    Bytes are gathered in memory and written, then fsynced, in a worker thread, so a slow disk
-    never stalls the event loop. ``offset`` counts bytes handed to the OS.
+    Bytes are gathered in memory and handed, a block at a time, to a worker thread that writes
+    and fdatasyncs them while the database streams the next block; ``sync()`` then only waits
+    for the tail. ``offset`` counts bytes handed over; it is durable once ``sync()`` returns.
     """
 
     def __init__(self, path: Path, offset: int) -> None:
@@ -185,12 +187,19 @@ class FileSink:
         self.offset = offset
         self._chunks: list[bytes] = []
         self._pending = 0
+        self._writing: asyncio.Future[None] | None = None
 
-    async def write(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._pending += len(data)
-        if self._pending >= FLUSH_BYTES:
-            await self.drain()
+    async def write(self, *chunks: bytes) -> None:
+        for data in chunks:
+            self._chunks.append(data)
+            self._pending += len(data)
+            if self._pending >= FLUSH_BYTES:
+                await self.drain()
+
+    async def _settle(self) -> None:
+        job, self._writing = self._writing, None
+        if job is not None:
+            await job  # a failed write fails the page
 
     async def drain(self) -> None:
         if not self._chunks:
@@ -198,26 +207,53 @@ class FileSink:
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._pending = 0
-        await asyncio.to_thread(_write_all, self.fd, data)
+        await self._settle()  # one block in flight: memory stays at about two blocks
+        self._writing = asyncio.ensure_future(asyncio.to_thread(_write_and_sync, self.fd, data))
         self.offset += len(data)
 
-    async def sync(self) -> int:
-        """Everything written so far is on disk; returns the offset to checkpoint."""
+    async def hand_off(self, *chunks: bytes) -> asyncio.Future[None]:
+        """Queue ``chunks``; the returned future is done once they (and all before) are on disk."""
+        await self.write(*chunks)
         await self.drain()
-        await asyncio.to_thread(os.fsync, self.fd)
+        if self._writing is not None:
+            return self._writing
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def sync(self) -> int:
+        """Everything handed over so far is on disk; returns the offset to checkpoint."""
+        await self.drain()
+        await self._settle()
         return self.offset
 
     async def finish(self) -> int:
         """Sync and cut the file at the current offset (drops bytes a stale runner may have left)."""
-        await self.drain()
+        await self.sync()
         os.ftruncate(self.fd, self.offset)
         await asyncio.to_thread(os.fsync, self.fd)
         return self.offset
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the file, but never under a write still running in a worker thread."""
+        job, self._writing = self._writing, None
+        if job is None or job.done():
+            self._close(job)
+            return
+        job.add_done_callback(self._close)
+        await asyncio.wait([job])
+
+    def _close(self, job: asyncio.Future[None] | None = None) -> None:
+        if job is not None and not job.cancelled():
+            job.exception()  # seen here; the page that needed it has already failed
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _write_and_sync(fd: int, data: bytes) -> None:
+    _write_all(fd, data)
+    os.fdatasync(fd)
 
 
 def fsync_dir(path: Path) -> None:

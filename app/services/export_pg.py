@@ -18,8 +18,12 @@ as text in the checkpoint and written as literals (``standard_conforming_strings
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -28,7 +32,6 @@ from app.errors import NotFound, Unprocessable
 from app.services.export_common import (
     COMPARISONS,
     ExportPlan,
-    FileSink,
     KeyCandidate,
     Page,
     check_columns,
@@ -40,6 +43,9 @@ from app.services.namespaces import quote
 OUTPUT_SETTINGS = ("DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "bytea_output", "lc_monetary")
 EXACT_COUNT_MAX_ROWS = 1_000_000
 MAX_BLOCKS_PER_PAGE = 1 << 20
+STEP_LIMIT_FACTOR = 16
+PREFETCH = 2  # pages being COPYed at once, each on its own connection
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 
 _RELATION = """
 SELECT c.oid, c.relkind::text AS relkind, c.reltuples, c.relpages
@@ -91,19 +97,21 @@ class PgSource:
         self.key: list[str] = []
         self.oid = 0
         self.span = 1  # heap blocks per physical-order page
+        self.step: int | None = None  # key values per integer-key page
         self.where: list[str] = []
         self._settings: dict[str, str] = {}
+        self._gucs: list[tuple[str, Any]] = []  # filter values, as bound to every connection
+        self.dsn = ""
+        self.workers: list[asyncpg.Connection] = []
 
     @classmethod
     async def open(
         cls, dsn: str, schema: str, plan: ExportPlan, page_rows: int, session: dict[str, str] | None = None
     ) -> PgSource:
         """Connect, check the table, its columns, key and filters (NotFound / Unprocessable)."""
-        conn = await asyncpg.connect(
-            dsn,
-            server_settings={"standard_conforming_strings": "on", "application_name": "tsm-export"},
-        )
+        conn = await _connect(dsn)
         source = cls(conn, schema, plan, page_rows)
+        source.dsn = dsn
         try:
             await source._describe()
             await source._restore(session)
@@ -114,8 +122,10 @@ class PgSource:
         return source
 
     async def close(self) -> None:
-        if not self.conn.is_closed():
-            await self.conn.close()
+        for conn in (self.conn, *self.workers):
+            if not conn.is_closed():
+                await conn.close()
+        self.workers = []
 
     # -- checks ---------------------------------------------------------------------------
     async def _describe(self) -> None:
@@ -149,6 +159,14 @@ class PgSource:
     def session_state(self) -> dict[str, Any]:
         return dict(self._settings)
 
+    async def _set(self, conn: asyncpg.Connection, setting: str, value: Any, remember: bool = True) -> None:
+        if isinstance(value, list):
+            await conn.execute("SELECT set_config($1, $2::text[]::text, false)", setting, value)
+        else:
+            await conn.execute("SELECT set_config($1, $2, false)", setting, value)
+        if remember:
+            self._gucs.append((setting, value))
+
     async def _bind_filters(self) -> None:
         for index, spec in enumerate(self.plan.filters):
             column, op, value = quote(spec.column), spec.op, spec.value
@@ -163,16 +181,16 @@ class PgSource:
                 continue
             if op in ("in", "not_in"):
                 texts = [_text(v) for v in value]
-                await self.conn.execute("SELECT set_config($1, $2::text[]::text, false)", setting, texts)
+                await self._set(self.conn, setting, texts)
                 check = f"SELECT CAST({read} AS {kind}[])"
                 test = "= ANY" if op == "in" else "<> ALL"
                 self.where.append(f"{column} {test}(CAST({read} AS {kind}[]))")
             elif op in ("like", "not_like"):
-                await self.conn.execute("SELECT set_config($1, $2, false)", setting, _text(value))
+                await self._set(self.conn, setting, _text(value))
                 check = f"SELECT {read}"
                 self.where.append(f"CAST({column} AS text) {'NOT LIKE' if op == 'not_like' else 'LIKE'} {read}")
             else:
-                await self.conn.execute("SELECT set_config($1, $2, false)", setting, _text(value))
+                await self._set(self.conn, setting, _text(value))
                 check = f"SELECT CAST({read} AS {kind})"
                 self.where.append(f"{column} {COMPARISONS[op]} CAST({read} AS {kind})")
             try:
@@ -207,46 +225,129 @@ class PgSource:
             return int(await self.conn.fetchval(f"SELECT count(*) FROM {self.qualified} WHERE {where}")), True
         return guess, False
 
-    async def page(self, position: Any, limit: int, sink: FileSink) -> Page | None:
-        async with self.conn.transaction(isolation="repeatable_read", readonly=True):
-            if self.key == ["ctid"]:
-                return await self._block_page(position, limit, sink)
-            return await self._key_page(position, limit, sink)
+    async def pages(self, position: Any, limit: int) -> AsyncIterator[Page]:
+        """Pages in order, each COPYed by one of PREFETCH worker connections while the caller
+        writes, syncs and checkpoints the one before: the database formats pages in parallel."""
+        if not self.workers:
+            self.workers = [await self._worker() for _ in range(PREFETCH)]
+        in_flight: deque[tuple[PagePlan, asyncio.Task[tuple[int, list[bytes]]]]] = deque()
+        planned, exhausted, count = position, False, 0
+        try:
+            while True:
+                while not exhausted and len(in_flight) < len(self.workers):
+                    plan = await self._plan(planned, limit)
+                    if plan is None:
+                        exhausted = True
+                        break
+                    planned = plan.position
+                    worker = self.workers[count % len(self.workers)]  # free: its last page was consumed
+                    count += 1
+                    in_flight.append((plan, asyncio.create_task(self._fetch(worker, plan.query))))
+                if not in_flight:
+                    return
+                plan, fetching = in_flight.popleft()
+                rows, chunks = await fetching
+                self._observe(plan, rows, limit)
+                yield Page(plan.position, rows, chunks)
+        finally:
+            for _, fetching in in_flight:
+                fetching.cancel()
+            await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
 
-    async def _copy(self, query: str, sink: FileSink) -> int:
-        status = await self.conn.copy_from_query(
+    async def _worker(self) -> asyncpg.Connection:
+        conn = await _connect(self.dsn)
+        try:
+            for name, value in self._settings.items():
+                await conn.execute("SELECT set_config($1, $2, false)", name, value)
+            for setting, value in self._gucs:
+                await self._set(conn, setting, value, remember=False)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _fetch(self, conn: asyncpg.Connection, query: str) -> tuple[int, list[bytes]]:
+        chunks: list[bytes] = []
+
+        async def collect(data: bytes) -> None:
+            chunks.append(data)
+
+        status = await conn.copy_from_query(
             query,
-            output=sink.write,
+            output=collect,
             format="csv",
             delimiter=self.plan.delimiter,
             null=self.plan.null,
             encoding="UTF8",
         )
-        return int(status.split()[-1])
+        return int(status.split()[-1]), chunks
 
     def _select(self) -> str:
         return ", ".join(quote(c) for c in self.columns)
 
-    async def _key_page(self, position: list[str] | None, limit: int, sink: FileSink) -> Page | None:
+    async def _plan(self, position: Any, limit: int) -> PagePlan | None:
+        if self.key == ["ctid"]:
+            return await self._plan_blocks(position)
+        if len(self.key) == 1 and self.types[self.key[0]] in INTEGER_TYPES:
+            return await self._plan_range(position, limit)
+        return await self._plan_keys(position, limit)
+
+    def _observe(self, plan: PagePlan, rows: int, limit: int) -> None:
+        """Size later pages from the rows this one held (growing at most 4× at a time)."""
+        if plan.span is None:
+            return
+        target = math.ceil(plan.span * limit / rows) if rows else plan.span * 4
+        if self.key == ["ctid"]:
+            self.span = max(1, min(MAX_BLOCKS_PER_PAGE, target, plan.span * 4))
+        else:
+            # A page holds at most `step` rows, so a dense stretch after a sparse one stays a page.
+            self.step = max(1, min(target, plan.span * 4, limit * STEP_LIMIT_FACTOR))
+
+    async def _plan_keys(self, position: list[str] | None, limit: int) -> PagePlan | None:
+        """Any unique key: the upper key is the ``limit``-th one after the position."""
         keys = ", ".join(quote(k) for k in self.key)
         lower = f"{self._key_tuple()} > {self._key_tuple(position)}" if position is not None else "TRUE"
         where = f"{lower} AND {self._filters()}"
         as_text = ", ".join(f"CAST({quote(k)} AS text)" for k in self.key)
         descending = ", ".join(f"{quote(k)} DESC" for k in self.key)
+        table = self.qualified
         hi = await self.conn.fetchrow(
-            f"SELECT {as_text} FROM (SELECT {keys} FROM {self.qualified} WHERE {where} "
-            f"ORDER BY {keys} LIMIT {int(limit)}) AS page ORDER BY {descending} LIMIT 1"
+            f"SELECT {as_text} FROM {table} WHERE {where} ORDER BY {keys} OFFSET {int(limit) - 1} LIMIT 1"
         )
-        if hi is None:
-            return None
+        if hi is None:  # the last, short page ends at the last key
+            hi = await self.conn.fetchrow(f"SELECT {as_text} FROM {table} WHERE {where} ORDER BY {descending} LIMIT 1")
+            if hi is None:
+                return None
         upper = list(hi.values())
         query = (
-            f"SELECT {self._select()} FROM {self.qualified} WHERE {where} AND "
+            f"SELECT {self._select()} FROM {table} WHERE {where} AND "
             f"{self._key_tuple()} <= {self._key_tuple(upper)} ORDER BY {keys}"
         )
-        return Page(upper, await self._copy(query, sink))
+        return PagePlan(query, upper, None)
 
-    async def _block_page(self, position: dict[str, int] | None, limit: int, sink: FileSink) -> Page | None:
+    async def _plan_range(self, position: list[str] | None, limit: int) -> PagePlan | None:
+        """An integer key: the page is a range of key values sized from the rows per value seen
+        so far; its bounds cost two index probes instead of a walk over ``limit`` index entries."""
+        key, table = quote(self.key[0]), self.qualified
+        after = f"WHERE {key} > {int(position[0])}" if position is not None else ""
+        bounds = await self.conn.fetchrow(f"SELECT min({key}), (SELECT max({key}) FROM {table}) FROM {table} {after}")
+        first, top = bounds[0], bounds[1]
+        if first is None:
+            return None
+        if self.step is None:  # first page: spread `limit` rows over the key range, from the statistics
+            estimate = await self.conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = $1", self.oid)
+            spread = math.ceil((top - first + 1) * limit / estimate) if estimate and estimate > 0 else limit
+            self.step = max(1, min(spread, limit * STEP_LIMIT_FACTOR))
+        step = self.step
+        hi = min(top, first + step - 1)
+        query = (
+            f"SELECT {self._select()} FROM {table} WHERE {key} >= {first} AND {key} <= {hi} "
+            f"AND {self._filters()} ORDER BY {key}"
+        )
+        return PagePlan(query, [str(hi)], step)
+
+    async def _plan_blocks(self, position: dict[str, int] | None) -> PagePlan | None:
+        """Physical order: a range of heap blocks (a TID range scan), sized from rows per block."""
         start = int((position or {}).get("block", 0))
         blocks = await self.conn.fetchval(
             "SELECT pg_relation_size($1::oid::regclass) / current_setting('block_size')::bigint", self.oid
@@ -258,11 +359,19 @@ class PgSource:
             f"SELECT {self._select()} FROM {self.qualified} WHERE ctid >= '({start},0)'::tid "
             f"AND ctid < '({end},0)'::tid AND {self._filters()} ORDER BY ctid"
         )
-        rows = await self._copy(query, sink)
-        # Aim the next page at `limit` rows from the density just seen (growing at most 4×).
-        target = math.ceil(limit * (end - start) / rows) if rows else self.span * 4
-        self.span = max(1, min(MAX_BLOCKS_PER_PAGE, target, self.span * 4))
-        return Page({"block": end}, rows)
+        return PagePlan(query, {"block": end}, end - start)
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    query: str
+    position: Any  # where the next page starts, once this one is written
+    span: int | None  # key values or heap blocks covered, to size later pages
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    settings = {"standard_conforming_strings": "on", "application_name": "tsm-export"}
+    return await asyncpg.connect(dsn, server_settings=settings)
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from app.errors import NotFound
 from app.services.export_common import (
     COMPARISONS,
     ExportPlan,
-    FileSink,
     KeyCandidate,
     Page,
     check_columns,
@@ -180,13 +180,10 @@ class SqliteSource:
         count = await asyncio.to_thread(lambda: self.conn.execute(query, self.args).fetchone()[0])
         return int(count), True
 
-    async def page(self, position: list[Any] | None, limit: int, sink: FileSink) -> Page | None:
-        result = await asyncio.to_thread(self._page, position, limit)
-        if result is None:
-            return None
-        data, last, rows = result
-        await sink.write(data)
-        return Page(last, rows)
+    async def pages(self, position: list[Any] | None, limit: int) -> AsyncIterator[Page]:
+        while (result := await asyncio.to_thread(self._page, position, limit)) is not None:
+            data, position, rows = result
+            yield Page(position, rows, [data])
 
     def _page(self, position: list[Any] | None, limit: int) -> tuple[bytes, list[Any], int] | None:
         # A rowid alias is only chosen when no column shadows it, so it is written bare.

@@ -15,6 +15,7 @@ rows written while the export runs may or may not appear in it (each page is con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -310,31 +311,45 @@ class ExportCsv(TaskKind[ExportParams]):
                 if params.header:
                     await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
             ctx.progress(state["rows"], state["total"], "rows")
-            while True:
-                page = await source.page(state["position"], ctx.engine.settings.export_page_rows, sink)
-                if page is None:
-                    break
-                offset = await sink.sync()
-                rows = state["rows"] + page.rows
-                state = {**state, "position": page.position, "offset": offset, "rows": rows}
-                try:
-                    await ctx.checkpoint(
-                        state,
-                        done=rows,
-                        total=max(state["total"], rows),
-                        unit="rows",
-                        work=_files_work(state["file_id"], offset=offset),
-                    )
-                finally:
-                    if ctx.checkpoint_state is state:  # counted once it is committed
-                        ROWS_EXPORTED.inc(page.rows)
+            limit = ctx.engine.settings.export_page_rows
+            # Page N's checkpoint commits (after its bytes are on disk) while page N+1 is written.
+            commit: asyncio.Task[None] | None = None
+            try:
+                async with contextlib.aclosing(source.pages(state["position"], limit)) as pages:
+                    async for page in pages:
+                        durable = await sink.hand_off(*page.chunks)
+                        rows = state["rows"] + page.rows
+                        state = {**state, "position": page.position, "offset": sink.offset, "rows": rows}
+                        if commit is not None:
+                            await commit  # in order; and where a pause or cancel stops the export
+                        commit = asyncio.create_task(_commit(ctx, state, durable, page.rows))
+                if commit is not None:
+                    await commit
+            finally:
+                if commit is not None and not commit.done():
+                    await asyncio.wait([commit])
             length = await sink.finish()
         finally:
-            sink.close()
+            await sink.aclose()
         state = {**state, "offset": length, "finished": True}
         done = _files_work(state["file_id"], offset=length, length=length, state="complete", completed_at=utcnow())
         await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done)
         return _result(state)
+
+
+async def _commit(ctx: TaskContext, state: dict[str, Any], durable: asyncio.Future[None], rows: int) -> None:
+    await durable
+    try:
+        await ctx.checkpoint(
+            state,
+            done=state["rows"],
+            total=max(state["total"], state["rows"]),
+            unit="rows",
+            work=_files_work(state["file_id"], offset=state["offset"]),
+        )
+    finally:
+        if ctx.checkpoint_state is state:  # counted once it is committed
+            ROWS_EXPORTED.inc(rows)
 
 
 async def _fsync_parent(path: Path) -> None:
