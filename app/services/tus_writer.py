@@ -2,7 +2,7 @@
 
     body chunks ──▶ 1 MiB blocks ──▶ pwritev + hash updates in a worker thread (aiofiles.os),
                                      while the next block is received
-                     every 4 MiB: fdatasync in the background → `durable` moves on
+                     every 4-64 MiB: fdatasync in the background → `durable` moves on
     end / disconnect: last block, fdatasync → `durable` == bytes on disk
 
 `durable` is the only offset anyone may report: it never runs ahead of bytes on disk.
@@ -28,6 +28,7 @@ BLOCK_BYTES = 1 << 20
 MAX_PARTS = 256  # well under IOV_MAX, however small the client's chunks are
 # Start writeback early (one fdatasync in flight at a time), so the last one before answering is short.
 SYNC_EVERY_BYTES = 4 << 20
+SYNC_MAX_BYTES = 64 << 20
 
 
 class BodyInterrupted(Exception):
@@ -138,7 +139,9 @@ async def receive(
                 buffered += len(chunk)
                 if buffered >= BLOCK_BYTES or len(parts) >= MAX_PARTS:
                     await flush_block()
-                    if position - synced_at >= SYNC_EVERY_BYTES and (syncing is None or syncing.done()):
+                    # Sync early in short PATCHes (short final wait), rarely in long ones (fewer flushes).
+                    every = min(SYNC_MAX_BYTES, max(SYNC_EVERY_BYTES, (position - state.start) // 4))
+                    if position - synced_at >= every and (syncing is None or syncing.done()):
                         await pending  # type: ignore[misc]
                         pending = None
                         syncing = asyncio.create_task(background_sync())
