@@ -27,7 +27,7 @@ async def download_response(
     row = await get_file(session, principal, file_id)
     await session.commit()  # hand the connection back before a long body starts streaming
     headers = {key.lower(): value for key, value in request.headers.items()}
-    plan = plan_download(request.app.state.settings, row, method, headers)
+    plan = await plan_download(request.app.state.settings, row, method, headers)
     if plan.status == 304 or method == "HEAD":
         media_type = None if plan.status == 304 else plan.content_type
         return Response(status_code=plan.status, headers=plan.headers, media_type=media_type)

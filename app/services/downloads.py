@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -22,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiofiles
+import aiofiles.os
 
 from app.config import Settings
 from app.errors import Conflict, NotFound, PreconditionFailed, RangeNotSatisfiable
@@ -121,7 +122,7 @@ def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def plan_download(settings: Settings, row: File, method: str, headers: dict[str, str]) -> Download:
+async def plan_download(settings: Settings, row: File, method: str, headers: dict[str, str]) -> Download:
     """Decide status, headers and ranges for GET/HEAD of a complete file; raises 409/412/416."""
     if row.state != COMPLETE:
         raise Conflict(
@@ -130,7 +131,7 @@ def plan_download(settings: Settings, row: File, method: str, headers: dict[str,
         )
     path = file_path(settings, row.id)
     try:
-        stat = os.stat(path)
+        stat = await aiofiles.os.stat(path)
     except FileNotFoundError:
         raise NotFound(f"the bytes of file {row.id} are missing") from None
     size = stat.st_size
@@ -209,10 +210,10 @@ def _tail(plan: Download) -> bytes:
     return f"--{plan.boundary}--\r\n".encode()
 
 
-async def _read_range(handle: object, first: int, last: int) -> AsyncIterator[bytes]:
-    await handle.seek(first)  # type: ignore[attr-defined]
+async def _read_range(handle: Any, first: int, last: int) -> AsyncIterator[bytes]:
+    await handle.seek(first)
     remaining = last - first + 1
-    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(handle.read(min(READ_BYTES, remaining)))  # type: ignore[attr-defined]
+    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(handle.read(min(READ_BYTES, remaining)))
     try:
         while pending is not None:
             block = await pending
@@ -221,7 +222,7 @@ async def _read_range(handle: object, first: int, last: int) -> AsyncIterator[by
                 return  # the file shrank under us; the short body makes the client retry
             remaining -= len(block)
             if remaining > 0:  # read the next block while this one is being sent
-                pending = asyncio.ensure_future(handle.read(min(READ_BYTES, remaining)))  # type: ignore[attr-defined]
+                pending = asyncio.ensure_future(handle.read(min(READ_BYTES, remaining)))
             BYTES_DOWNLOADED.inc(len(block))
             yield block
     finally:
