@@ -475,3 +475,21 @@ async def test_import_then_export_round_trip(exp, export_settings):
     ]
     assert data == source
     assert task["result"]["rows"] == len(NASTY)
+
+
+async def test_sparse_integer_keys_and_empty_filtered_pages(exp, tables, export_settings):
+    _app, client = exp
+    keys = [-(2**63), -5, 0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 1_000_000, 10**15, 2**63 - 1]
+    rows = [(k, f"v{i}") for i, k in enumerate(keys)]
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"sparse" (id bigint NOT NULL PRIMARY KEY, v text)',
+        rows=list(reversed(rows)),
+        insert='INSERT INTO {s}"sparse" VALUES ({marks})',
+    )
+    task, data = await export(client, export_settings, table="sparse")
+    assert data == expected_csv(["id", "v"], rows) and task["result"]["rows"] == len(rows)
+    wanted = [r for r in rows if r[1] in ("v0", "v14")]
+    only_ends = [{"column": "v", "op": "in", "value": ["v0", "v14"]}]
+    task, data = await export(client, export_settings, table="sparse", filters=only_ends)
+    assert data == expected_csv(["id", "v"], wanted) and task["result"]["rows"] == 2

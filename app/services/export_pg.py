@@ -1,14 +1,17 @@
 """PostgreSQL export source: keyset pages streamed by ``COPY (SELECT ...) TO STDOUT`` (asyncpg).
 
-One page, in one REPEATABLE READ READ ONLY transaction (so the page is self-consistent)::
+Each page's upper key is computed first (on the planning connection), then the page is one
+``COPY`` statement (one snapshot) on one of two worker connections, so the server formats the
+next page while this one is written, synced and checkpointed::
 
-    hi  = SELECT key::text FROM (SELECT key ... WHERE key > last AND <filters>
-                                 ORDER BY key LIMIT n) ORDER BY key DESC LIMIT 1
-    COPY (SELECT cols FROM t WHERE key > last AND key <= hi AND <filters> ORDER BY key) TO STDOUT
+    plan   hi = the n-th key after `last`            (any unique key: ORDER BY key OFFSET n-1)
+            or lo = min(key > last), hi = lo + step   (an integer key: two index probes)
+            or heap blocks [b, b + k)                 (no key: physical order, a TID range scan)
+    fetch  COPY (SELECT cols FROM t WHERE key > last AND key <= hi AND <filters> ORDER BY key)
 
-Tables without a unique NOT NULL key are paged in their physical order by heap block ranges
-(``ctid >= '(b,0)' AND ctid < '(b+k,0)'``, a TID range scan; ``ORDER BY ctid LIMIT n`` would
-sort the whole rest of the table every page). ``k`` adapts to the rows found per block.
+Pages do not share a snapshot: rows written during an export may or may not appear in it.
+``ORDER BY ctid LIMIT n`` would sort the whole rest of the table for every page, hence block
+ranges; ``step`` and ``k`` adapt to the rows the last pages held.
 
 Filter values only ever travel as bound parameters: they are stored in session settings
 (``set_config($1, $2)``) and read back in the query with ``current_setting()``, because a
