@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     upload_sweep_seconds: float = Field(60.0, gt=0)
 
     # Imports / exports
-    import_batch_bytes: int = Field(8 * 1024**2, ge=1024)
+    # Largest import batch (one COPY + checkpoint per batch); a pause cancels a running batch.
+    import_batch_bytes: int = Field(32 * 1024**2, ge=1024)
     export_page_rows: int = Field(50_000, ge=1)
 
     @field_validator("kind_modules", mode="before")

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 from tests.server import LiveServer  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
+# The server runs with the production defaults, not the tests' fast polling.
+SERVER_ENV = {"TSM_POLL_INTERVAL": "1.0", "TSM_PROGRESS_INTERVAL": "0.5", "TSM_LEASE_SECONDS": "30"}
 PG = "postgresql://postgres@127.0.0.1:5432"
 DB = "tsm_bench_import"
 LAYOUT = "id bigint, name text, amount numeric, flag boolean, day date, at timestamp, note text"
@@ -93,7 +95,7 @@ def start_import(url: str, table: str, mode: str = "create") -> str:
 def timed_import(url: str, table: str) -> tuple[float, dict]:
     started = time.perf_counter()
     task_id = start_import(url, table)
-    task = wait_state(url, task_id, ("succeeded", "failed"), poll=0.02)
+    task = wait_state(url, task_id, ("succeeded", "failed"), poll=0.1)
     elapsed = time.perf_counter() - started
     if task["state"] != "succeeded":
         raise RuntimeError(f"import failed: {task['error']}")
@@ -115,7 +117,7 @@ def pause_latencies(url: str, count: int) -> list[float]:
             response = httpx.post(f"{url}/tasks/{task_id}/pause", timeout=30)
             if response.status_code != 202:
                 break
-            task = wait_state(url, task_id, ("paused", "succeeded", "failed"), poll=0.005)
+            task = wait_state(url, task_id, ("paused", "succeeded", "failed"), poll=0.01)
             if task["state"] != "paused":
                 break
             latencies.append(time.perf_counter() - sent)
@@ -160,7 +162,7 @@ def main() -> None:
         link_into(storage, csv_path)
         psql_times: list[float] = []
         service_times: list[float] = []
-        with LiveServer(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB}", storage) as server:
+        with LiveServer(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB}", storage, **SERVER_ENV) as server:
             # Alternate the two, several rounds: the machine is shared and its load drifts.
             for round_ in range(args.rounds):
                 psql("TRUNCATE peer")
@@ -186,7 +188,7 @@ def main() -> None:
         if not args.skip_sqlite:
             storage = work / "sqlite"
             link_into(storage, csv_path)
-            with LiveServer(f"sqlite+aiosqlite:///{storage / 'tsm.sqlite3'}", storage) as server:
+            with LiveServer(f"sqlite+aiosqlite:///{storage / 'tsm.sqlite3'}", storage, **SERVER_ENV) as server:
                 seconds, task = timed_import(server.url, "service")
                 print(f"SQLite import_csv:  {seconds:7.2f}s  {args.rows / seconds:>10,.0f} rows/s")
     finally:
