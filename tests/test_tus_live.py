@@ -75,6 +75,21 @@ def test_disconnect_mid_patch_keeps_every_received_byte_and_resume_completes(db_
         assert httpx.get(server.url + path).content == DATA
 
 
+def test_a_patch_body_that_goes_silent_is_cut_and_its_bytes_kept(db_url, tmp_path):
+    # Idle limit = 5 leases = 2 s here: the client's network vanished without closing the socket.
+    with LiveServer(db_url, tmp_path / "storage", TSM_LEASE_SECONDS="0.4") as server:
+        path = _create(server, len(DATA))
+        sock = _open_patch(server, path, 0, len(DATA))
+        sock.sendall(DATA[:100_000])
+        try:
+            _wait(lambda: _offset(server, path) == 100_000, what="the silent PATCH's bytes to be committed")
+            response = _patch_until_accepted(server, path, 100_000, DATA[100_000:])
+            assert response.status_code == 204
+            assert httpx.get(server.url + path).content == DATA
+        finally:
+            sock.close()
+
+
 def test_crash_mid_patch_then_restart_reports_an_offset_backed_by_bytes_on_disk(db_url, tmp_path):
     storage = tmp_path / "storage"
     data = os.urandom(12 * 1024 * 1024)

@@ -7,6 +7,7 @@ methods, for clients behind proxies that only pass GET and POST.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -59,6 +60,9 @@ class TusRoute(APIRoute):
         return tus_handler
 
 
+# A PATCH body that sends nothing for this many lock leases counts as a dropped connection.
+IDLE_LEASES = 5
+
 router = APIRouter(prefix="/files", tags=["uploads (tus 1.0)"], route_class=TusRoute)
 
 
@@ -67,10 +71,19 @@ def _settings(request: Request) -> Any:
 
 
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body straight from the ASGI server; a disconnect becomes BodyInterrupted."""
+    """The request body straight from the ASGI server; a disconnect becomes BodyInterrupted.
+
+    So does a body that goes silent: a client whose network vanished without closing the
+    connection must not keep the upload locked until TCP gives up, hours later.
+    """
     receive = request.receive
+    idle = _settings(request).lease_seconds * IDLE_LEASES
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(idle):
+                message = await receive()
+        except TimeoutError:
+            raise BodyInterrupted() from None
         if message["type"] == "http.disconnect":
             raise BodyInterrupted()
         if body := message.get("body"):
