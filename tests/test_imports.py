@@ -240,3 +240,10 @@ async def test_kinds_lists_import_schema(env: ImportEnv):
 async def test_write_csv_helper_roundtrip(tmp_path):
     path = write_csv(tmp_path / "g.csv", 10)
     assert path.read_text().count("\n") == 11
+
+
+async def test_copy_end_marker_line_is_data(env: ImportEnv):
+    env.put("dot.csv", b"v\n1\n\\.\n2\n")
+    task = await env.run(path="incoming/dot.csv", table="dots", infer_types=False)
+    assert task["state"] == "succeeded", task
+    assert await env.rows("dots") == [("1",), ("\\.",), ("2",)]
