@@ -15,13 +15,13 @@ from typing import Any
 
 from clients._base import ProgressCallback
 from clients._core import Op, operation
-from clients._files import FilesAPI
+from clients._download import TransfersAPI
 from clients._tasks import TasksAPI
 from clients.errors import ProtocolError
 from clients.models import DownloadResult, Progress, Task
 
 
-class JobsAPI(TasksAPI, FilesAPI):
+class JobsAPI(TasksAPI, TransfersAPI):
     @operation
     def import_csv(
         self,
@@ -44,7 +44,7 @@ class JobsAPI(TasksAPI, FilesAPI):
             # Looks like a path, not an id: say so instead of sending the server a bogus file id.
             raise FileNotFoundError(errno.ENOENT, "No such file", file_id)
         if Path(source).is_file():
-            uploaded = yield from FilesAPI.upload.fn(self, source, on_progress=on_upload_progress)
+            uploaded = yield from TransfersAPI.upload.fn(self, source, on_progress=on_upload_progress)
             file_id = uploaded.file_id
         params = {"file_id": file_id, "table": table, **params}
         if mode is not None:
@@ -79,7 +79,7 @@ class JobsAPI(TasksAPI, FilesAPI):
         file_id = (task.result or {}).get("file_id")
         if not isinstance(file_id, str):
             raise ProtocolError(f"export task {task.id} succeeded without a file_id in its result")
-        return (yield from FilesAPI.download.fn(self, file_id, dest, on_progress=on_download_progress))
+        return (yield from TransfersAPI.download.fn(self, file_id, dest, on_progress=on_download_progress))
 
     @operation
     def fetch_export(
