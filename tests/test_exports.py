@@ -493,3 +493,20 @@ async def test_sparse_integer_keys_and_empty_filtered_pages(exp, tables, export_
     only_ends = [{"column": "v", "op": "in", "value": ["v0", "v14"]}]
     task, data = await export(client, export_settings, table="sparse", filters=only_ends)
     assert data == expected_csv(["id", "v"], wanted) and task["result"]["rows"] == 2
+
+
+async def test_table_dropped_while_paused_fails_and_removes_the_partial_file(exp, tables, export_settings):
+    app, client = exp
+    await tables.people(count=300)
+    body = {"kind": "export_csv", "params": {"table": "people"}, "max_attempts": 1}
+    task_id = (await client.post("/tasks", json=body)).json()["id"]
+    await wait_for(client, task_id, lambda t: t["progress"]["done"] > 0)
+    await client.post(f"/tasks/{task_id}/pause")
+    task = await wait_state(client, task_id, "paused")
+    path = export_settings.storage_dir / "files" / task["checkpoint"]["file_id"]
+    assert path.exists()
+    await tables.execute("local", 'DROP TABLE {s}"people"')
+    await client.post(f"/tasks/{task_id}/resume")
+    task = await wait_state(client, task_id, "failed")
+    assert "no table 'people'" in task["error"]
+    assert not path.exists() and await file_rows(app, task_id) == []

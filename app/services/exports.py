@@ -241,15 +241,17 @@ class ExportCsv(TaskKind[ExportParams]):
         settings = ctx.engine.settings
         owner = params.owner or ctx.owner
         session = (checkpoint or {}).get("session")
-        source = await open_source(settings, ctx.engine.database.url, owner, params, session)
+        source: Source | None = None
         try:
+            source = await open_source(settings, ctx.engine.database.url, owner, params, session)
             return await self._export(params, checkpoint, source, ctx)
         except Exception:
             if ctx.attempts >= ctx.max_attempts:  # no retry will use the partial file
                 await remove_export(ctx, ctx.checkpoint_state)
             raise
         finally:
-            await source.close()
+            if source is not None:
+                await source.close()
 
     async def cleanup(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
         await remove_export(ctx, checkpoint)
