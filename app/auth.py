@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.db import SessionDep
 from app.errors import Unauthorized
+from app.logs import bind
 from app.services.keys import Principal, authenticate
 
 LOCAL_OWNER = "local"
@@ -29,12 +30,14 @@ async def get_principal(
     if header is None:
         if request.app.state.settings.auth_required:
             raise Unauthorized()
+        bind(owner=LOCAL_OWNER)
         return Principal(owner=LOCAL_OWNER)
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Malformed Authorization header: expected `Bearer <key>`.")
     principal = await authenticate(session, credentials.credentials.strip())
     if principal is None:
         raise Unauthorized("Invalid or revoked API key.")
+    bind(owner=principal.owner)  # the rest of this request's log lines name the owner
     return principal
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from app.config import Settings, get_settings
 from app.db import Database
 from app.errors import TSMError
+from app.logs import configure_logging
 from app.migrate import upgrade
 from app.services import keys
 
@@ -48,6 +49,7 @@ def serve(settings: Settings) -> None:
     host, workers, warnings = bind_plan(settings)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    configure_logging(settings)  # the supervising process logs in the same format as the workers
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -57,6 +59,7 @@ def serve(settings: Settings) -> None:
         proxy_headers=True,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        log_config=None,
     )
 
 

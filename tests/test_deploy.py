@@ -10,7 +10,6 @@ build context       what .dockerignore lets through builds a wheel that migrates
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import re
@@ -18,10 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import warnings
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fnmatch import fnmatch
 
 import pytest
@@ -33,16 +29,6 @@ from tests.server import ROOT, LiveServer
 
 SETTING_NAMES = {f"TSM_{name.upper()}" for name in Settings.model_fields}
 LINE = re.compile(r"^#(TSM_[A-Z0-9_]+)=(.*)$")  # commented out: copying the file changes nothing
-
-
-@contextmanager
-def unclosed_log_ignored() -> Iterator[None]:
-    """LiveServer.start() leaves its log file object for the garbage collector to close; with
-    warnings as errors that ResourceWarning would surface in whichever test collects it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        yield
-        gc.collect()
 
 
 # -- .env.example ------------------------------------------------------------------------------
@@ -191,7 +177,7 @@ def test_dockerfile_starts_the_command_the_tests_start(monkeypatch, tmp_path):
         raise Started
 
     monkeypatch.setattr(server_module.subprocess, "Popen", record)
-    with unclosed_log_ignored(), pytest.raises(Started):
+    with pytest.raises(Started):
         LiveServer("sqlite+aiosqlite:///unused", tmp_path / "storage").start()
     args = started["args"]
     assert args[0] == sys.executable

@@ -14,7 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server import LiveServer
-from tests.test_deploy import _exec_form, unclosed_log_ignored
+from tests.test_deploy import _exec_form
 
 
 @contextmanager
@@ -48,8 +48,7 @@ def wait_succeeded(http: httpx.Client, task_id: str, timeout: float = 20.0) -> d
 
 def test_container_command_answers_health_metrics_and_logs_json(db_url, tmp_path):
     server = LiveServer(db_url, tmp_path / "storage", TSM_LOG_JSON="true", TSM_LOG_LEVEL="info")
-    with unclosed_log_ignored():
-        server.start()
+    server.start()
     with server_stopped(server), httpx.Client(base_url=server.url, timeout=10) as http:
         assert run_healthcheck(server.port) == 0
         created = http.post(

@@ -6,7 +6,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server import LiveServer
-from tests.test_deploy import unclosed_log_ignored
 from tests.test_deploy_live import server_stopped, wait_succeeded
 
 
@@ -33,8 +32,7 @@ def test_every_worker_reports_the_sum_of_all_workers(db_url, tmp_path):
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     server = LiveServer(db_url, tmp_path / "storage", TSM_WORKERS=workers, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-    with unclosed_log_ignored():
-        server.start()
+    server.start()
     with server_stopped(server), httpx.Client(base_url=server.url, timeout=10) as http:
         created = http.post("/tasks", json={"kind": "process", "params": {"steps": 4, "step_seconds": 0.01}})
         assert created.status_code == 201, created.text
