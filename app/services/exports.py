@@ -202,12 +202,13 @@ async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> 
     """Delete every file this task made (bytes first, then the row)."""
     settings = ctx.engine.settings
     async with ctx.engine.database.sessionmaker.begin() as session:
-        ids = set((await session.execute(select(File.id).where(File.task_id == ctx.task_id))).scalars())
+        mine = select(File.id).where(File.task_id == ctx.task_id, File.origin == "export")
+        ids = set((await session.execute(mine)).scalars())
         if checkpoint and checkpoint.get("file_id"):
             ids.add(checkpoint["file_id"])
         for file_id in ids:
             file_path(settings, file_id).unlink(missing_ok=True)
-        await session.execute(delete(File).where(File.id.in_(ids), File.origin == "export"))
+        await session.execute(delete(File).where(File.id.in_(ids)))
 
 
 def _result(state: dict[str, Any]) -> dict[str, Any]:
@@ -314,16 +315,17 @@ class ExportCsv(TaskKind[ExportParams]):
                     await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
             ctx.progress(state["rows"], state["total"], "rows")
             limit = ctx.engine.settings.export_page_rows
-            # Page N's checkpoint commits (after its bytes are on disk) while page N+1 is written.
+            # Page N is synced and checkpointed in the background while page N+1 is fetched; it
+            # must be committed (the lease still ours, no pause asked) before N+1 is written.
             commit: asyncio.Task[None] | None = None
             try:
                 async with contextlib.aclosing(source.pages(state["position"], limit)) as pages:
                     async for page in pages:
+                        if commit is not None:
+                            await commit  # in order; and where a pause or cancel stops the export
                         durable = await sink.hand_off(*page.chunks)
                         rows = state["rows"] + page.rows
                         state = {**state, "position": page.position, "offset": sink.offset, "rows": rows}
-                        if commit is not None:
-                            await commit  # in order; and where a pause or cancel stops the export
                         commit = asyncio.create_task(_commit(ctx, state, durable, page.rows))
                 if commit is not None:
                     await commit
