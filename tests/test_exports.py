@@ -510,3 +510,19 @@ async def test_table_dropped_while_paused_fails_and_removes_the_partial_file(exp
     task = await wait_state(client, task_id, "failed")
     assert "no table 'people'" in task["error"]
     assert not path.exists() and await file_rows(app, task_id) == []
+
+
+async def test_pause_resume_on_a_text_key_gives_identical_bytes(exp, tables, export_settings):
+    _app, client = exp
+    rows = [(f'key {i:04d} ✓, "{i}"', i, NASTY[i % len(NASTY)]) for i in range(300)]
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"labels" (label text NOT NULL PRIMARY KEY, n integer, note text)',
+        rows=list(reversed(rows)),
+        insert='INSERT INTO {s}"labels" VALUES ({marks})',
+    )
+    reference, data = await export(client, export_settings, table="labels")
+    assert reference["result"]["order_key"] == ["label"]
+    assert data == expected_csv(["label", "n", "note"], sorted(rows))
+    task = await pause_resume_until_done(client, (await start(client, table="labels"))["id"], export_settings)
+    assert exported_bytes(export_settings, task) == data
