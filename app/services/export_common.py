@@ -22,9 +22,8 @@ from app.errors import Unprocessable
 
 # How comparisons read in SQL; "in"/"like"/"null" forms are spelled out by each source.
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-OPERATORS = (*COMPARISONS, "in", "not_in", "like", "not_like", "is_null", "not_null")
 
-# Bytes gathered from the database before one write() in a worker thread.
+# Bytes gathered before one write + fdatasync in a worker thread.
 FLUSH_BYTES = 4 * 1024 * 1024
 MAX_LISTED = 40
 
@@ -65,7 +64,7 @@ class Page:
 
 
 class Source(Protocol):
-    """A table being exported, on one database connection."""
+    """A table being exported, on connections of its own (never the service's pool)."""
 
     table: str
     columns: list[str]
