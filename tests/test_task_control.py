@@ -259,3 +259,13 @@ async def test_a_runner_that_lost_its_lease_writes_nothing_more(app, client):
     done = await wait_state(client, task_id, "succeeded", timeout=30)
     assert done["attempts"] == 2  # the lost run counts as an attempt
     assert await step_log(app, task_id) == list(range(1, 16))
+
+
+async def test_a_task_whose_runner_is_lost_on_its_last_attempt_fails(app, client):
+    body = {"kind": "record_steps", "params": {"steps": 200, "step_seconds": 0.05}, "max_attempts": 1}
+    task_id = await start(client, body)
+    await wait_for(client, task_id, lambda t: t["progress"]["done"] >= 1)
+    async with app.state.database.sessionmaker.begin() as session:
+        await session.execute(update(Task).where(Task.id == task_id).values(lease_token="stolen"))
+    failed = await wait_state(client, task_id, "failed", timeout=30)
+    assert failed["error"] == "runner lost (crashed or cut off) on its last attempt"

@@ -1,8 +1,7 @@
 """The task engine: claims queued tasks, runs them under a lease, and settles how they end.
 
     claim loop ── FOR UPDATE SKIP LOCKED ──▶ run kind (asyncio task) ──▶ settle from the row
-    heartbeat  ── renew leases, read `control` (the fallback for a missed signal), reap expired
-    progress   ── write throttled progress of running tasks
+    upkeep     ── heartbeat, reaper and progress writer (app/services/upkeep.py)
 
 Replicas share nothing but the database: a task belongs to whoever holds an unexpired
 lease, and every write a runner makes is fenced by its lease token.
@@ -20,17 +19,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from app.config import Settings
 from app.db import Database
 from app.logs import bind
 from app.metrics import observe_control_latency
-from app.models import Task, TaskEvent, utcnow
+from app.models import Task, utcnow
 from app.services import states as S
 from app.services.bus import EventBus, notify
+from app.services.events import record_event
 from app.services.kinds import TaskKind, registry
 from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
+from app.services.upkeep import Upkeep
 
 logger = logging.getLogger("tsm.engine")
 
@@ -55,6 +56,7 @@ class TaskEngine:
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self._cleanups: set[asyncio.Task[None]] = set()
+        self.upkeep = Upkeep(self)
 
     @property
     def lease(self) -> timedelta:
@@ -70,11 +72,11 @@ class TaskEngine:
                     .where(Task.state.in_(S.HELD_BY_RUNNER), Task.lease_token.is_not(None))
                     .values(lease_expires_at=utcnow() - timedelta(seconds=1))
                 )
-        await self.reap_expired()
+        await self.upkeep.reap_expired()
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="tsm-claim"),
-            asyncio.create_task(self._heartbeat_loop(), name="tsm-heartbeat"),
-            asyncio.create_task(self._progress_loop(), name="tsm-progress"),
+            asyncio.create_task(self.upkeep.heartbeat_loop(), name="tsm-heartbeat"),
+            asyncio.create_task(self.upkeep.progress_loop(), name="tsm-progress"),
         ]
 
     async def stop(self) -> None:
@@ -186,7 +188,7 @@ class TaskEngine:
             if task is None:
                 return None
             if task.state == S.RUNNING:
-                await self._record(session, task.id, S.RUNNING, f"claimed by {self.worker_id}")
+                await record_event(session, task.id, S.RUNNING, f"claimed by {self.worker_id}")
         self.bus.publish(task.id)
         return task
 
@@ -318,7 +320,7 @@ class TaskEngine:
             if moved.first() is None:
                 return False
             if target != source or message:
-                await self._record(session, ctx.task_id, target, message)
+                await record_event(session, ctx.task_id, target, message)
             if target in (S.PAUSED, S.CANCELLED):  # the runner acted on a pause / cancel request
                 await observe_control_latency(session, ctx.task_id, ctx.kind, source, now)
             if target in (S.QUEUED, S.CANCELLING):
@@ -328,91 +330,3 @@ class TaskEngine:
         if target in (S.QUEUED, S.CANCELLING):
             self.wake()
         return True
-
-    async def _record(self, session: Any, task_id: str, state: str, message: str | None) -> None:
-        await session.execute(insert(TaskEvent).values(task_id=task_id, state=state, message=message, at=utcnow()))
-        await notify(session, f"task:{task_id}")
-
-    # -- heartbeat, reaper, progress -----------------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        interval = self.settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.heartbeat()
-                await self.reap_expired()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("heartbeat failed; retrying")
-
-    async def heartbeat(self) -> None:
-        now = utcnow()
-        for task_id, running in list(self.running.items()):
-            async with self.database.sessionmaker.begin() as session:
-                row = (
-                    await session.execute(
-                        update(Task)
-                        .where(Task.id == task_id, Task.lease_token == running.ctx.lease_token)
-                        .values(lease_expires_at=now + self.lease)
-                        .returning(Task.control)
-                    )
-                ).first()
-            if row is None:  # someone else owns it now: stop at once, write nothing
-                running.task.cancel()
-            elif row.control is not None:
-                running.ctx.stop_event.set()
-
-    async def reap_expired(self) -> None:
-        """Hand back tasks whose runner vanished: running → queued (from its checkpoint),
-        pausing → paused; cancelling tasks are claimed directly once their lease is stale."""
-        now = utcnow()
-        expired = and_(Task.lease_expires_at.is_not(None), Task.lease_expires_at < now)
-        cleared = {"lease_owner": None, "lease_token": None, "lease_expires_at": None, "updated_at": now}
-        async with self.database.sessionmaker.begin() as session:
-            plans = (
-                (S.RUNNING, S.QUEUED, {}, "runner lost; resuming from checkpoint"),
-                (S.PAUSING, S.PAUSED, {"paused_at": now, "control": None}, "runner lost while pausing"),
-            )
-            reaped: list[str] = []
-            for source, target, values, message in plans:
-                rows = await session.execute(
-                    update(Task)
-                    .where(Task.state == source, expired)
-                    .values(state=target, **cleared, **values)
-                    .returning(Task.id)
-                )
-                for (task_id,) in rows.all():
-                    reaped.append(task_id)
-                    await self._record(session, task_id, target, message)
-            if reaped:
-                await notify(session, "wake")
-        for task_id in reaped:
-            self.bus.publish(task_id)
-        if reaped:
-            self.wake()
-
-    async def _progress_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_interval)
-            try:
-                await self.flush_progress()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("progress flush failed")
-
-    async def flush_progress(self) -> None:
-        for task_id, running in list(self.running.items()):
-            ctx = running.ctx
-            if not ctx.progress_dirty:
-                continue
-            ctx.progress_dirty = False
-            async with self.database.sessionmaker.begin() as session:
-                await session.execute(
-                    update(Task)
-                    .where(Task.id == task_id, Task.lease_token == ctx.lease_token)
-                    .values(**ctx.progress_values())
-                )
-                await notify(session, f"task:{task_id}")
-            self.bus.publish(task_id)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable
@@ -21,6 +21,7 @@ from app.schemas import TaskCreate, TaskRead
 from app.services import states as S
 from app.services.bus import notify
 from app.services.engine import TaskEngine
+from app.services.events import record_event
 from app.services.keys import Principal
 from app.services.kinds import registry
 
@@ -72,7 +73,7 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
     )
     session.add(task)
     await session.flush()
-    await session.execute(insert(TaskEvent).values(task_id=task.id, state=S.QUEUED, at=now))
+    await record_event(session, task.id, S.QUEUED)
     await notify(session, "wake")
     await session.commit()
     engine.wake()
@@ -157,9 +158,7 @@ async def control_task(
             )
         ).scalar_one_or_none()
         if moved is not None:
-            await session.execute(
-                insert(TaskEvent).values(task_id=task.id, state=rule.target, at=now, message=f"{action} requested")
-            )
+            await record_event(session, task.id, rule.target, f"{action} requested")
             await notify(session, f"control:{task.id}")
             await session.commit()
             engine.signal(task.id)
