@@ -247,3 +247,13 @@ async def test_copy_end_marker_line_is_data(env: ImportEnv):
     task = await env.run(path="incoming/dot.csv", table="dots", infer_types=False)
     assert task["state"] == "succeeded", task
     assert await env.rows("dots") == [("1",), ("\\.",), ("2",)]
+
+
+async def test_undecodable_record_is_rejected_with_skip(env: ImportEnv):
+    env.put("enc.csv", b"k,v\n1,a\n2,caf\xe9\n3,c\n")
+    task = await env.run(path="incoming/enc.csv", table="enc", on_error="skip", infer_types=False)
+    assert task["state"] == "succeeded", task
+    assert (task["result"]["rows"], task["result"]["rejected"]) == (2, 1)
+    assert await env.rows("enc") == [("1", "a"), ("3", "c")]
+    rejects = (await env.client.get(f"/files/{task['result']['reject_file_id']}")).text.splitlines()
+    assert rejects[1].startswith("3,") and "invalid byte sequence" in rejects[1], rejects

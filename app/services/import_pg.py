@@ -31,6 +31,7 @@ from app.services.runner import TaskContext, TaskInterrupt
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
+COPY_PIECE_BYTES = 1024 * 1024
 
 
 class ImportFailed(Exception):
@@ -105,7 +106,7 @@ class PgLoader:
             chunk = decode(chunk, self.encoding, first_line).encode()
         return csv_scan.quote_copy_end_markers(chunk, self.quote_byte)
 
-    async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[bytes], columns: list[str]) -> int:
+    async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[Any], columns: list[str]) -> int:
         status = await apg.copy_to_table(
             self.staging,
             source=pieces,
@@ -130,30 +131,35 @@ class PgLoader:
         if self.ctx.stop_requested:
             raise TaskInterrupt  # nothing sent yet, nothing to lose
         apg = await raw_connection(conn)
-        line = first_line
+        whole = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
+        try:
+            prepared = memoryview(self._prepare(whole, first_line))
+        except csv_scan.CsvError as exc:  # not decodable in the declared encoding
+            if rejects is None:
+                raise ImportFailed(str(exc)) from None
+            records = self._records([whole], first_line)
+            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
+            return rows, len(whole), whole.count(b"\n")
 
-        async def pieces() -> AsyncIterator[bytes]:
-            nonlocal line
-            for chunk in batch.chunks:
-                data = self._prepare(chunk, line)
-                line += chunk.count(b"\n")
-                yield data
+        async def pieces() -> AsyncIterator[memoryview]:
+            # COPY data may be split anywhere: zero-copy slices, record boundaries don't matter
+            for start in range(0, len(prepared), COPY_PIECE_BYTES):
+                yield prepared[start : start + COPY_PIECE_BYTES]
 
         if rejects is not None:
             await apg.execute("SAVEPOINT tsm_batch")
         try:
             rows = await self._unless_stopped(self._copy(apg, pieces(), columns))
-        except (*ROW_ERRORS, csv_scan.CsvError) as exc:
+        except ROW_ERRORS as exc:
             if rejects is None:
-                raise ImportFailed(self._locate(exc, batch.chunks, first_line)) from None
+                raise ImportFailed(self._locate(exc, [whole], first_line)) from None
             await apg.execute("ROLLBACK TO SAVEPOINT tsm_batch")
-            records = self._records(batch.chunks, first_line)
+            records = self._records([whole], first_line)
             rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
         else:
             if rejects is not None:
                 await apg.execute("RELEASE SAVEPOINT tsm_batch")
-        consumed = sum(len(c) for c in batch.chunks)
-        return rows, consumed, sum(c.count(b"\n") for c in batch.chunks)
+        return rows, len(whole), whole.count(b"\n")
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, int]) -> int:
         """Run ``work``; if a stop is requested first, cancel it (asyncpg cancels the server

@@ -213,12 +213,13 @@ class Batch:
 class BatchReader:
     """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread)."""
 
-    def __init__(self, path: Path, end: int, batch_bytes: int, quote: int) -> None:
+    def __init__(self, path: Path, end: int, batch_bytes: int, quote: int, *, split: bool = True) -> None:
         self.handle = path.open("rb")
         self.end = end
         self.batch_bytes = batch_bytes
         self.sub_bytes = min(SUB_CHUNK_BYTES, batch_bytes)
         self.quote = quote
+        self.split = split  # False: one chunk per batch (COPY needs no record-aligned pieces)
 
     def close(self) -> None:
         self.handle.close()
@@ -244,6 +245,9 @@ class BatchReader:
             more = self.handle.read(min(len(buf), self.end - offset - len(buf)))
             buf += more
         batch = Batch(offset)
+        if not self.split:
+            batch.chunks.append(buf if cut == len(buf) else buf[:cut])
+            return batch
         pos = 0
         while pos < cut:
             limit = pos + self.sub_bytes

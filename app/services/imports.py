@@ -326,7 +326,7 @@ class _Job:
         """
         most = self.settings.import_batch_bytes
         size = min(most, FIRST_BATCH_BYTES)
-        reader = BatchReader(path, state["end"], most, ord(self.params.quote))
+        reader = BatchReader(path, state["end"], most, ord(self.params.quote), split=not self.postgres)
         pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         try:
             while True:
