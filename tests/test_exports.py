@@ -526,3 +526,29 @@ async def test_pause_resume_on_a_text_key_gives_identical_bytes(exp, tables, exp
     assert data == expected_csv(["label", "n", "note"], sorted(rows))
     task = await pause_resume_until_done(client, (await start(client, table="labels"))["id"], export_settings)
     assert exported_bytes(export_settings, task) == data
+
+
+async def test_wide_rows_make_shorter_pages(exp, tables, export_settings, monkeypatch):
+    from app.services import export_common, export_pg, export_sqlite
+
+    _app, client = exp
+    rows = [(i, "w" * 1000 + str(i)) for i in range(40)]
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"wide" (id integer PRIMARY KEY, blob text)',
+        rows=rows,
+        insert='INSERT INTO {s}"wide" VALUES ({marks})',
+    )
+    monkeypatch.setattr(export_pg, "MAX_PAGE_BYTES", 2500)
+    monkeypatch.setattr(export_sqlite, "MAX_PAGE_BYTES", 2500)
+    handed: list[int] = []
+    original = export_common.FileSink.hand_off
+
+    async def counting(self: export_common.FileSink, *chunks: bytes) -> Any:
+        handed.append(sum(map(len, chunks)))
+        return await original(self, *chunks)
+
+    monkeypatch.setattr(export_common.FileSink, "hand_off", counting)
+    _task, data = await export(client, export_settings, table="wide")
+    assert data == expected_csv(["id", "blob"], rows)
+    assert len(handed) >= 15 and max(handed[2:]) <= 2100  # after the first two pages: ≤ 2 rows each

@@ -48,6 +48,7 @@ EXACT_COUNT_MAX_ROWS = 1_000_000
 MAX_BLOCKS_PER_PAGE = 1 << 20
 STEP_LIMIT_FACTOR = 16
 PREFETCH = 2  # pages being COPYed at once, each on its own connection
+MAX_PAGE_BYTES = 32 * 1024 * 1024  # a page is held in memory until it is written
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 
 _RELATION = """
@@ -101,6 +102,7 @@ class PgSource:
         self.oid = 0
         self.span = 1  # heap blocks per physical-order page
         self.step: int | None = None  # key values per integer-key page
+        self.row_cap = 1 << 62  # rows that fit in MAX_PAGE_BYTES, from the pages seen
         self.where: list[str] = []
         self._settings: dict[str, str] = {}
         self._gucs: list[tuple[str, Any]] = []  # filter values, as bound to every connection
@@ -238,7 +240,7 @@ class PgSource:
         try:
             while True:
                 while not exhausted and len(in_flight) < len(self.workers):
-                    plan = await self._plan(planned, limit)
+                    plan = await self._plan(planned, min(limit, self.row_cap))
                     if plan is None:
                         exhausted = True
                         break
@@ -250,7 +252,9 @@ class PgSource:
                     return
                 plan, fetching = in_flight.popleft()
                 rows, chunks = await fetching
-                self._observe(plan, rows, limit)
+                if rows:  # wide rows make shorter pages: memory stays near PREFETCH + 1 pages
+                    self.row_cap = max(1, MAX_PAGE_BYTES * rows // max(1, sum(map(len, chunks))))
+                self._observe(plan, rows, min(limit, self.row_cap))
                 yield Page(plan.position, rows, chunks)
         finally:
             for _, fetching in in_flight:

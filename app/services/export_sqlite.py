@@ -32,6 +32,7 @@ from app.services.export_common import (
 from app.services.namespaces import quote
 
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
+MAX_PAGE_BYTES = 32 * 1024 * 1024
 
 
 def _text(value: Any) -> str | None:
@@ -181,8 +182,11 @@ class SqliteSource:
         return int(count), True
 
     async def pages(self, position: list[Any] | None, limit: int) -> AsyncIterator[Page]:
-        while (result := await asyncio.to_thread(self._page, position, limit)) is not None:
+        cap = limit
+        while (result := await asyncio.to_thread(self._page, position, cap)) is not None:
             data, position, rows = result
+            # Wide rows make shorter pages, so a page never holds much more than MAX_PAGE_BYTES.
+            cap = max(1, min(limit, MAX_PAGE_BYTES * rows // max(1, len(data))))
             yield Page(position, rows, [data])
 
     def _page(self, position: list[Any] | None, limit: int) -> tuple[bytes, list[Any], int] | None:
