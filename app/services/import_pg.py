@@ -101,10 +101,10 @@ class PgLoader:
         await conn.execute(text(f"ALTER TABLE {staging} RENAME TO {q(table)}"))
 
     # -- batches ------------------------------------------------------------------------
-    def _prepare(self, chunk: bytes, first_line: int) -> bytes:
+    def _prepare(self, chunk: bytes, first_line: int, marker: bool = True) -> bytes:
         if self.encoding not in PASS_THROUGH:
             chunk = decode(chunk, self.encoding, first_line).encode()
-        return csv_scan.quote_copy_end_markers(chunk, self.quote_byte)
+        return csv_scan.quote_copy_end_markers(chunk, self.quote_byte) if marker else chunk
 
     async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[Any], columns: list[str]) -> int:
         status = await apg.copy_to_table(
@@ -133,13 +133,13 @@ class PgLoader:
         apg = await raw_connection(conn)
         whole = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
         try:
-            prepared = memoryview(self._prepare(whole, first_line))
+            prepared = memoryview(self._prepare(whole, first_line, len(batch.chunks) > 1 or batch.has_end_marker))
         except csv_scan.CsvError as exc:  # not decodable in the declared encoding
             if rejects is None:
                 raise ImportFailed(str(exc)) from None
             records = self._records([whole], first_line)
             rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
-            return rows, len(whole), whole.count(b"\n")
+            return rows, len(whole), batch.lines
 
         async def pieces() -> AsyncIterator[memoryview]:
             # COPY data may be split anywhere: zero-copy slices, record boundaries don't matter
@@ -159,7 +159,7 @@ class PgLoader:
         else:
             if rejects is not None:
                 await apg.execute("RELEASE SAVEPOINT tsm_batch")
-        return rows, len(whole), whole.count(b"\n")
+        return rows, len(whole), batch.lines
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, int]) -> int:
         """Run ``work``; if a stop is requested first, cancel it (asyncpg cancels the server

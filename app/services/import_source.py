@@ -204,6 +204,8 @@ def last_cut(data: bytes, quote: int, start: int = 0) -> int | None:
 class Batch:
     offset: int
     chunks: list[bytes] = field(default_factory=list)
+    lines: int = 0  # newlines in the batch (counted in the reader's thread, off the event loop)
+    has_end_marker: bool = False  # contains b"\\." (rare; COPY must not see it bare)
 
     @property
     def end(self) -> int:
@@ -246,7 +248,10 @@ class BatchReader:
             buf += more
         batch = Batch(offset)
         if not self.split:
-            batch.chunks.append(buf if cut == len(buf) else buf[:cut])
+            whole = buf if cut == len(buf) else buf[:cut]
+            batch.chunks.append(whole)
+            batch.lines = whole.count(b"\n")
+            batch.has_end_marker = b"\\." in whole
             return batch
         pos = 0
         while pos < cut:
@@ -257,6 +262,8 @@ class BatchReader:
                 piece = last_cut_between(buf, pos, min(limit, cut), self.quote) if limit < cut else cut
             batch.chunks.append(buf[pos:piece])
             pos = piece
+        batch.lines = buf.count(b"\n", 0, cut)
+        batch.has_end_marker = b"\\." in buf
         return batch
 
 

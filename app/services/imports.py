@@ -4,7 +4,8 @@
     stage    CREATE TABLE tsm_import_<task> (same columns)         ┐ with the first checkpoint
     load     batch after batch, each with its checkpoint            │ PostgreSQL: COPY in the
              (byte offset, line, rows, rejects) in ONE transaction  │ checkpoint's transaction;
-             a pause stops after the current sub-chunk              │ SQLite: see import_sqlite
+             pause: PG cancels the running batch (rolled back),     │ SQLite: see import_sqlite
+             SQLite stops it after the current sub-chunk
     publish  staging → target in one transaction: RENAME (create, replace) or INSERT ... SELECT
              (append); the user sees all rows or none
     cancel   DROP the staging table, delete the reject file: nothing remains
