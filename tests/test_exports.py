@@ -552,3 +552,30 @@ async def test_wide_rows_make_shorter_pages(exp, tables, export_settings, monkey
     _task, data = await export(client, export_settings, table="wide")
     assert data == expected_csv(["id", "blob"], rows)
     assert len(handed) >= 15 and max(handed[2:]) <= 2100  # after the first two pages: ≤ 2 rows each
+
+
+async def test_numbers_are_quoted_when_they_hold_the_delimiter_or_equal_null(exp, tables, export_settings):
+    _app, client = exp
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"nums" (id integer PRIMARY KEY, x double precision)',
+        rows=[(1, 1.5), (2, None), (7, -2.25)],
+        insert='INSERT INTO {s}"nums" VALUES ({marks})',
+    )
+    _task, data = await export(client, export_settings, table="nums", delimiter=".", header=False)
+    assert data == b'1."1.5"\n2.\n7."-2.25"\n'
+    _task, data = await export(client, export_settings, table="nums", null="7", header=False)
+    assert data == b'1,1.5\n2,7\n"7",-2.25\n'
+
+
+async def test_sqlite_text_that_is_not_utf8_keeps_its_bytes(exp, tables, export_settings):
+    _app, client = exp
+    if tables.pg:
+        pytest.skip("PostgreSQL text is always valid in its encoding")
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"raw" (id integer PRIMARY KEY, t text)',
+        "INSERT INTO raw VALUES (1, CAST(x'ff41' AS TEXT)), (2, 'ok')",
+    )
+    _task, data = await export(client, export_settings, table="raw")
+    assert data == b"id,t\n1,\xffA\n2,ok\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from app.services.namespaces import quote
 
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 MAX_PAGE_BYTES = 32 * 1024 * 1024
+NUMBER_CHARS = "0123456789.-+eEinfa"  # what str(int) / repr(float) can print
 
 
 def _text(value: Any) -> str | None:
@@ -43,6 +45,10 @@ def _text(value: Any) -> str | None:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def _lossless_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def encode_key(value: Any) -> Any:
@@ -82,8 +88,6 @@ class SqliteSource:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA query_only = ON")
-            # Keep any bytes SQLite holds, even text that is not valid UTF-8.
-            conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
             source = cls(conn, plan)
             source._describe()
         except BaseException:
@@ -200,21 +204,40 @@ class SqliteSource:
             marks = "?" if len(keys) == 1 else "(" + ", ".join("?" for _ in keys) + ")"
             where = f"{bound} > {marks} AND {where}"
             args = [*(decode_key(v) for v in position), *args]
-        rows = self.conn.execute(
-            f"SELECT {select} FROM {quote(self.table)} WHERE {where} ORDER BY {key_list} LIMIT ?",
-            [*args, limit],
-        ).fetchall()
+        query = f"SELECT {select} FROM {quote(self.table)} WHERE {where} ORDER BY {key_list} LIMIT ?"
+        try:
+            rows = self.conn.execute(query, [*args, limit]).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            # Text that is not valid UTF-8: from here on keep its bytes as they are (slower).
+            self.conn.text_factory = _lossless_text
+            rows = self.conn.execute(query, [*args, limit]).fetchall()
         if not rows:
             return None
+        data = self._format(rows).encode("utf-8", "surrogateescape")
+        last = [encode_key(v) for v in rows[-1][len(self.columns) :]]
+        return data, last, len(rows)
+
+    def _format(self, rows: list[tuple[Any, ...]]) -> str:
+        """Rows as CSV text; the common cells (numbers, plain text) skip the quoting function."""
         width, delimiter, null = len(self.columns), self.plan.delimiter, self.plan.null
         single = width == 1
+        special = re.compile("[" + re.escape(delimiter + '"\r\n') + "]").search
+        # Numbers need no quotes unless the delimiter or the null string could be one.
+        plain_numbers = delimiter not in NUMBER_CHARS and not (null and set(null) <= set(NUMBER_CHARS))
         lines = []
         for row in rows:
             cells = []
             for value in row[:width]:
-                text = _text(value)
-                cells.append(null if text is None else csv_field(text, delimiter, null, single))
+                kind = type(value)
+                if value is None:
+                    cells.append(null)
+                elif kind is str and value != null and not special(value) and not (single and value == "\\."):
+                    cells.append(value)
+                elif (kind is int or kind is float) and plain_numbers:
+                    cells.append(str(value) if kind is int else repr(value))
+                else:
+                    cells.append(csv_field(_text(value) or "", delimiter, null, single))
             lines.append(delimiter.join(cells))
-        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
-        last = [encode_key(v) for v in rows[-1][width:]]
-        return data, last, len(rows)
+        return "\n".join(lines) + "\n"
