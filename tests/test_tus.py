@@ -449,6 +449,19 @@ async def test_startup_reconciles_offsets_with_file_sizes(settings):
         assert file_path(settings, _id(shorter)).read_bytes() == b"abcdefghij"
 
 
+async def test_startup_hashes_finished_uploads_left_without_a_sha256(settings):
+    async with running(settings) as (app, client):
+        file_id = await upload(client, b"hash me")
+        await poll(lambda: _sha256(client, file_id))
+        await set_row(app, file_id, sha256=None)  # as if the process stopped before hashing
+    async with running(settings) as (_app, client):
+        assert await poll(lambda: _sha256(client, file_id)) == hashlib.sha256(b"hash me").hexdigest()
+
+
+async def _sha256(client, file_id: str) -> str | None:
+    return (await client.get(f"/files/{file_id}/info")).json()["sha256"]
+
+
 async def test_patch_on_a_complete_upload_accepts_nothing_more(client):
     url = await new_upload(client, 3)
     await patch(client, url, 0, b"abc")

@@ -96,10 +96,18 @@ async def sweep_expired(database: Database, settings: Settings) -> int:
 
 
 async def reconcile_uploads(database: Database, settings: Settings) -> int:
-    """At start-up: make every unlocked unfinished upload's offset and file size agree."""
+    """At start-up: make every unlocked unfinished upload's offset and file size agree, and hash
+    finished uploads whose SHA-256 a stopped process never got to."""
     now = utcnow()
     fixed = 0
     async with database.sessionmaker() as session:
+        unhashed = (
+            await session.execute(
+                select(File.id).where(File.origin == "upload", File.state == COMPLETE, File.sha256.is_(None))
+            )
+        ).scalars()
+        for file_id in unhashed:
+            compute_sha256_later(database, settings, file_id)
         rows = list(
             (
                 await session.execute(
@@ -172,6 +180,8 @@ class UploadSweeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Unfinished hashes are simply redone by the next start-up's reconciliation.
         for task in list(_background):
-            with contextlib.suppress(Exception):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
