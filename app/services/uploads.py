@@ -10,10 +10,11 @@ While the body streams, a heartbeat renews the lease and (when no checksum is pe
 the offset up to the last fdatasync. The final UPDATE is fenced by the token, so a writer that
 lost its lease can never move the offset. Offsets only ever name bytes already on disk.
 
-These row updates commit without waiting for the database's own WAL flush (PostgreSQL
-``synchronous_commit = off``; SQLite's WAL with ``synchronous=NORMAL`` behaves the same): a
-database crash can only lose the newest commits, which moves an offset back, never ahead of
-the disk — the client gets a 409, HEADs, and resends the difference.
+Lock and progress updates commit without waiting for the database's WAL flush (PostgreSQL
+``synchronous_commit = off``): a database crash can only lose the newest of them, which moves
+an offset back, never ahead of the disk — the client gets a 409, HEADs, and resends the
+difference. The commit that completes an upload does wait: a client that was told "done"
+stops sending and could not repair a lost completion.
 """
 
 from __future__ import annotations
@@ -190,9 +191,11 @@ def _offset_conflict(sent: int, actual: int) -> Conflict:
     )
 
 
-async def _fenced_update(database: Database, file_id: str, token: str, **values: Any) -> File | None:
+async def _fenced_update(
+    database: Database, file_id: str, token: str, *, wait_for_wal: bool = False, **values: Any
+) -> File | None:
     async with database.sessionmaker() as session:
-        if database.is_postgres:
+        if database.is_postgres and not wait_for_wal:
             await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         row = (
             await session.execute(
@@ -207,8 +210,12 @@ async def _fenced_update(database: Database, file_id: str, token: str, **values:
     return row
 
 
-async def _release(database: Database, file_id: str, token: str, **values: Any) -> File | None:
-    return await _fenced_update(database, file_id, token, lock_token=None, lock_expires_at=None, **values)
+async def _release(
+    database: Database, file_id: str, token: str, *, wait_for_wal: bool = False, **values: Any
+) -> File | None:
+    return await _fenced_update(
+        database, file_id, token, wait_for_wal=wait_for_wal, lock_token=None, lock_expires_at=None, **values
+    )
 
 
 async def _heartbeat(
@@ -351,7 +358,8 @@ async def _write(
         values.update(state=COMPLETE, completed_at=now, expires_at=None)
     elif offset > row.offset:
         values["expires_at"] = now + timedelta(seconds=settings.upload_expiry_seconds)
-    updated = await _release(database, row.id, token, **values)
+    # Completion is the one commit a client cannot recover from losing (it stops sending): wait for it.
+    updated = await _release(database, row.id, token, wait_for_wal=done, **values)
     if updated is None:
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
     if done:  # the whole-file SHA-256 is computed off the request path
