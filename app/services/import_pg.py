@@ -168,14 +168,15 @@ class PgLoader:
         stop = asyncio.ensure_future(self.ctx.stop_event.wait())
         try:
             await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not job.done():
-            job.cancel()
-            with contextlib.suppress(BaseException):
-                await job
+            if job.done():
+                return job.result()
             raise TaskInterrupt
-        return job.result()
+        finally:  # also when this task itself is cancelled: never leave a COPY running
+            stop.cancel()
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(BaseException):
+                    await job
 
     def _records(self, chunks: list[bytes], first_line: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []

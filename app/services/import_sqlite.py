@@ -20,6 +20,7 @@ no second runner whose writes would need fencing by the lease token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -56,7 +57,8 @@ class SqliteLoader:
 
     def close(self) -> None:
         if self.db is not None:
-            self.db.close()
+            with contextlib.suppress(sqlite3.Error):  # a cancelled run's thread may still hold it
+                self.db.close()
             self.db = None
 
     # -- state and tables ---------------------------------------------------------------
