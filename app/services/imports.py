@@ -349,10 +349,16 @@ class _Job:
                     await asyncio.wait([pending])
                     pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         finally:
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                pending.exception()  # retrieved: an error of a read nobody needs is not news
-            reader.close()
+            # A prefetch may still be reading: don't make a pause wait for it; close after it.
+            def finish(read: asyncio.Future[Any]) -> None:
+                if not read.cancelled():
+                    read.exception()  # retrieved: an error of a read nobody needs is not news
+                reader.close()
+
+            if pending.done():
+                finish(pending)
+            else:
+                pending.add_done_callback(finish)
 
     async def write(self, batch: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
         rows = 0
