@@ -21,19 +21,15 @@ Tables live in the owner's namespace (app.services.namespaces), never beside the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, get_settings, settings_for_database
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
 from app.services import csv_scan
+from app.services.import_params import ImportParams, append_columns, settings_for, staging_name, target_columns
 from app.services.import_pg import ImportFailed, PgLoader
 from app.services.import_source import (
     BatchReader,
@@ -47,134 +43,14 @@ from app.services.import_source import (
 )
 from app.services.import_sqlite import SqliteLoader
 from app.services.keys import Principal
-from app.services.kinds import KindParams, TaskKind, task_kind
-from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
+from app.services.kinds import TaskKind, task_kind
+from app.services.namespaces import owner_schema, sqlite_tables_path
 from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
 
 TARGET_BATCH_SECONDS = 1.0
 TARGET_SQLITE_SECONDS = 0.15
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
-
-
-def _identifier(value: str, what: str) -> str:
-    try:
-        return validate_identifier(value, what)
-    except Unprocessable as exc:
-        raise ValueError(exc.detail) from None
-
-
-class ColumnSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Column name (letters, digits, _).")
-    type: Literal["bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text"] | None = Field(
-        None, description="Column type; omitted → inferred (or text)."
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _identifier(value, "column")
-
-
-class ImportParams(KindParams):
-    file_id: str | None = Field(None, description="An uploaded file (state complete) to import.")
-    path: str | None = Field(None, description="Or a file path relative to the storage directory.")
-    table: str = Field(description="Target table, in your data namespace.")
-    mode: Literal["create", "replace", "append"] = Field("create", description="create fails if the table exists.")
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote: str = Field('"', min_length=1, max_length=1)
-    header: bool = Field(True, description="First record holds the column names.")
-    encoding: str = Field("utf-8", max_length=40, description="Any ASCII-compatible encoding; a BOM is skipped.")
-    null: str = Field("", max_length=64, description="Unquoted text that means NULL (default: empty field).")
-    columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=1600, description="Names and types.")
-    infer_types: bool = Field(True, description="Guess bigint/numeric/boolean/date/timestamp from a sample.")
-    on_error: Literal["abort", "skip"] = Field("abort", description="skip: bad records go to a reject file.")
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str) -> str:
-        return _identifier(value, "table")
-
-    @field_validator("delimiter", "quote")
-    @classmethod
-    def _char(cls, value: str) -> str:
-        if value in "\r\n" or not value.isascii() or value == "\x00":
-            raise ValueError("must be one printable ASCII character, not a line end")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _encoding(cls, value: str) -> str:
-        check_encoding(value)
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ImportParams:
-        if (self.file_id is None) == (self.path is None):
-            raise ValueError("give exactly one of file_id and path")
-        if self.delimiter == self.quote:
-            raise ValueError("delimiter and quote must differ")
-        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n")):
-            raise ValueError("null must not contain the delimiter, the quote or a line end")
-        if self.columns:
-            names = [c.name.lower() for c in self.columns]
-            if len(set(names)) != len(names):
-                raise ValueError("columns: names must be distinct (case-insensitively)")
-        return self
-
-
-def staging_name(task_id: str) -> str:
-    return "tsm_import_" + task_id.replace("-", "")
-
-
-def append_columns(names: list[str], target: list[tuple[str, str]], header: bool) -> list[str]:
-    """Which target column each CSV column fills: by name with a header, else by position."""
-    if not header:
-        if len(names) != len(target):
-            raise ImportFailed(f"the file has {len(names)} columns, the table has {len(target)}")
-        return [name for name, _ in target]
-    by_lower = {name.lower(): name for name, _ in target}
-    missing = [n for n in names if n.lower() not in by_lower]
-    if missing:
-        raise ImportFailed(f"columns {', '.join(missing)} are not in the table ({', '.join(by_lower.values())})")
-    return [by_lower[n.lower()] for n in names]
-
-
-def _settings_for(session: AsyncSession) -> Settings:
-    bind = session.bind
-    url = bind.url.render_as_string(hide_password=False) if bind is not None else ""
-    return settings_for_database(url) or get_settings()
-
-
-def _sqlite_target(settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:
-    path = sqlite_tables_path(settings, owner)
-    if not path.exists():
-        return None
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-        if not db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=? COLLATE NOCASE", (table,)
-        ).fetchone():
-            return None
-        return [(r[1], r[2] or "") for r in db.execute(f"PRAGMA table_info({quote(table)})")]
-
-
-async def _target(session: AsyncSession, settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        rows = (
-            await session.execute(
-                text(
-                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-                    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = :s AND c.relname = :t AND c.relkind = 'r' AND a.attnum > 0 "
-                    "AND NOT a.attisdropped ORDER BY a.attnum"
-                ),
-                {"s": owner_schema(settings, owner), "t": table},
-            )
-        ).all()
-        return [(r[0], r[1]) for r in rows] or None
-    return await asyncio.to_thread(_sqlite_target, settings, owner, table)
 
 
 @task_kind("import_csv")
@@ -186,13 +62,13 @@ class ImportCsv(TaskKind[ImportParams]):
     )
 
     async def prepare(self, params: ImportParams, principal: Principal, session: AsyncSession) -> None:
-        settings = _settings_for(session)
+        settings = settings_for(session)
         path = await resolve_source(session, settings, principal, params.file_id, params.path)
         try:
             plan = await asyncio.to_thread(make_plan, path, params)
         except csv_scan.CsvError as exc:
             raise Unprocessable(f"cannot read the file's first record: {exc}") from None
-        target = await _target(session, settings, principal.owner, params.table)
+        target = await target_columns(session, settings, principal.owner, params.table)
         if target is not None and params.mode == "create":
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
         if target is not None and params.mode == "append":

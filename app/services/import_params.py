@@ -1,0 +1,146 @@
+"""``import_csv`` parameters and the checks that need no running task.
+
+Every mistake in the parameters is a clear 422 (pydantic); what needs the database — the
+target's existence and columns — is answered here for both the creation-time check
+(``prepare``) and the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, get_settings, settings_for_database
+from app.errors import Unprocessable
+from app.services.import_pg import ImportFailed
+from app.services.import_source import check_encoding
+from app.services.kinds import KindParams
+from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
+
+
+def _identifier(value: str, what: str) -> str:
+    try:
+        return validate_identifier(value, what)
+    except Unprocessable as exc:
+        raise ValueError(exc.detail) from None
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Column name (letters, digits, _).")
+    type: Literal["bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text"] | None = Field(
+        None, description="Column type; omitted → inferred (or text)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _identifier(value, "column")
+
+
+class ImportParams(KindParams):
+    file_id: str | None = Field(None, description="An uploaded file (state complete) to import.")
+    path: str | None = Field(None, description="Or a file path relative to the storage directory.")
+    table: str = Field(description="Target table, in your data namespace.")
+    mode: Literal["create", "replace", "append"] = Field("create", description="create fails if the table exists.")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote: str = Field('"', min_length=1, max_length=1)
+    header: bool = Field(True, description="First record holds the column names.")
+    encoding: str = Field("utf-8", max_length=40, description="Any ASCII-compatible encoding; a BOM is skipped.")
+    null: str = Field("", max_length=64, description="Unquoted text that means NULL (default: empty field).")
+    columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=1600, description="Names and types.")
+    infer_types: bool = Field(True, description="Guess bigint/numeric/boolean/date/timestamp from a sample.")
+    on_error: Literal["abort", "skip"] = Field("abort", description="skip: bad records go to a reject file.")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return _identifier(value, "table")
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _char(cls, value: str) -> str:
+        if value in "\r\n" or not value.isascii() or value == "\x00":
+            raise ValueError("must be one printable ASCII character, not a line end")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        check_encoding(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImportParams:
+        if (self.file_id is None) == (self.path is None):
+            raise ValueError("give exactly one of file_id and path")
+        if self.delimiter == self.quote:
+            raise ValueError("delimiter and quote must differ")
+        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n")):
+            raise ValueError("null must not contain the delimiter, the quote or a line end")
+        if self.columns:
+            names = [c.name.lower() for c in self.columns]
+            if len(set(names)) != len(names):
+                raise ValueError("columns: names must be distinct (case-insensitively)")
+        return self
+
+
+def staging_name(task_id: str) -> str:
+    return "tsm_import_" + task_id.replace("-", "")
+
+
+def append_columns(names: list[str], target: list[tuple[str, str]], header: bool) -> list[str]:
+    """Which target column each CSV column fills: by name with a header, else by position."""
+    if not header:
+        if len(names) != len(target):
+            raise ImportFailed(f"the file has {len(names)} columns, the table has {len(target)}")
+        return [name for name, _ in target]
+    by_lower = {name.lower(): name for name, _ in target}
+    missing = [n for n in names if n.lower() not in by_lower]
+    if missing:
+        raise ImportFailed(f"columns {', '.join(missing)} are not in the table ({', '.join(by_lower.values())})")
+    return [by_lower[n.lower()] for n in names]
+
+
+def settings_for(session: AsyncSession) -> Settings:
+    bind = session.bind
+    url = bind.url.render_as_string(hide_password=False) if bind is not None else ""
+    return settings_for_database(url) or get_settings()
+
+
+def _sqlite_target(settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:
+    path = sqlite_tables_path(settings, owner)
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        if not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=? COLLATE NOCASE", (table,)
+        ).fetchone():
+            return None
+        return [(r[1], r[2] or "") for r in db.execute(f"PRAGMA table_info({quote(table)})")]
+
+
+async def target_columns(
+    session: AsyncSession, settings: Settings, owner: str, table: str
+) -> list[tuple[str, str]] | None:
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :s AND c.relname = :t AND c.relkind = 'r' AND a.attnum > 0 "
+                    "AND NOT a.attisdropped ORDER BY a.attnum"
+                ),
+                {"s": owner_schema(settings, owner), "t": table},
+            )
+        ).all()
+        return [(r[0], r[1]) for r in rows] or None
+    return await asyncio.to_thread(_sqlite_target, settings, owner, table)
