@@ -76,25 +76,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 
-    def model_post_init(self, context: object, /) -> None:
-        # Code that holds only a database session (a task kind's `prepare`) finds the settings
-        # of the service that owns that database here: see settings_for_database().
-        _BY_DATABASE[self.effective_database_url] = self
-
-
-_BY_DATABASE: dict[str, Settings] = {}
-
-
-def settings_for_database(url: str) -> Settings | None:
-    """The most recently built settings whose database is ``url`` (a SQLAlchemy URL string)."""
-    from sqlalchemy.engine import make_url
-
-    wanted = make_url(url)
-    for candidate, found in reversed(list(_BY_DATABASE.items())):
-        if candidate == url or make_url(candidate) == wanted:
-            return found
-    return None
-
 
 @lru_cache
 def get_settings() -> Settings:

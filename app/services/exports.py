@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.config import Settings, get_settings, settings_for_database
+from app.config import Settings
 from app.errors import NotFound, Unprocessable
 from app.metrics import ROWS_EXPORTED
 from app.models import File, new_id, utcnow
@@ -175,11 +175,6 @@ def _source_owner(params: ExportParams, principal: Principal) -> str:
     raise NotFound(f"no table {params.table!r}")  # the same answer as for a table that is not there
 
 
-def _settings_of(session: AsyncSession) -> tuple[Settings, str]:
-    url = session.bind.url.render_as_string(hide_password=False)
-    return settings_for_database(url) or get_settings(), url
-
-
 async def open_source(
     settings: Settings, url: str, owner: str, params: ExportParams, session: dict[str, Any] | None = None
 ) -> Source:
@@ -230,10 +225,11 @@ class ExportCsv(TaskKind[ExportParams]):
         "pause, resume or crash at any point and the file is byte-identical to an uninterrupted run."
     )
 
-    async def prepare(self, params: ExportParams, principal: Principal, session: AsyncSession) -> None:
+    async def prepare(
+        self, params: ExportParams, principal: Principal, session: AsyncSession, settings: Settings
+    ) -> None:
         owner = _source_owner(params, principal)
-        settings, url = _settings_of(session)
-        source = await open_source(settings, url, owner, params)
+        source = await open_source(settings, settings.effective_database_url, owner, params)
         await source.close()
 
     async def run(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:

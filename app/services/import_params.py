@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, get_settings, settings_for_database
+from app.config import Settings
 from app.errors import Unprocessable
 from app.services.import_pg import ImportFailed
 from app.services.import_source import check_encoding
@@ -107,12 +107,6 @@ def append_columns(names: list[str], target: list[tuple[str, str]], header: bool
     if missing:
         raise ImportFailed(f"columns {', '.join(missing)} are not in the table ({', '.join(by_lower.values())})")
     return [by_lower[n.lower()] for n in names]
-
-
-def settings_for(session: AsyncSession) -> Settings:
-    bind = session.bind
-    url = bind.url.render_as_string(hide_password=False) if bind is not None else ""
-    return settings_for_database(url) or get_settings()
 
 
 def _sqlite_target(settings: Settings, owner: str, table: str) -> list[tuple[str, str]] | None:

@@ -26,10 +26,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
 from app.services import csv_scan
-from app.services.import_params import ImportParams, append_columns, settings_for, staging_name, target_columns
+from app.services.import_params import ImportParams, append_columns, staging_name, target_columns
 from app.services.import_pg import ImportFailed, PgLoader
 from app.services.import_source import (
     BatchReader,
@@ -61,8 +62,9 @@ class ImportCsv(TaskKind[ImportParams]):
         "batch by batch with its checkpoint, so pause/resume/cancel/crash lose and duplicate nothing."
     )
 
-    async def prepare(self, params: ImportParams, principal: Principal, session: AsyncSession) -> None:
-        settings = settings_for(session)
+    async def prepare(
+        self, params: ImportParams, principal: Principal, session: AsyncSession, settings: Settings
+    ) -> None:
         path = await resolve_source(session, settings, principal, params.file_id, params.path)
         try:
             plan = await asyncio.to_thread(make_plan, path, params)

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.auth import Principal
+    from app.config import Settings
+    from app.services.keys import Principal
     from app.services.runner import TaskContext
 
 logger = logging.getLogger("tsm.kinds")
@@ -48,7 +49,7 @@ class TaskKind(Generic[P]):
     params_model: ClassVar[type[BaseModel]] = KindParams
     description: ClassVar[str] = ""
 
-    async def prepare(self, params: P, principal: Principal, session: AsyncSession) -> None:
+    async def prepare(self, params: P, principal: Principal, session: AsyncSession, settings: Settings) -> None:
         """Check, at creation time, what can be known before running (raise a TSMError)."""
 
     async def run(self, params: P, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:

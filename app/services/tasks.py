@@ -60,7 +60,7 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
     except ValidationError as exc:
         raise Unprocessable(format_validation_error(exc, "params")) from None
     await _check_active_limit(session, principal.owner, engine.settings.max_active_tasks_per_owner)
-    await kind.prepare(params, principal, session)
+    await kind.prepare(params, principal, session, engine.settings)
     now = utcnow()
     task = Task(
         owner=principal.owner,
