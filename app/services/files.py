@@ -6,17 +6,15 @@ One ``files`` table holds tus uploads (origin "upload") and files the server mak
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest, NotFound
+from app.errors import NotFound
 from app.models import File
 from app.services.keys import Principal
+from app.services.paging import newest_first
 
 UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = "uploading", "complete", "expired", "deleted", "writing"
 STATES = (UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING)
@@ -41,20 +39,6 @@ async def get_file(session: AsyncSession, principal: Principal, file_id: str) ->
     return row
 
 
-def _encode_cursor(row: File) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, file_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), file_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page") from None
-
-
 async def list_files(
     session: AsyncSession,
     principal: Principal,
@@ -72,10 +56,4 @@ async def list_files(
         query = query.where(File.origin == origin)
     if task_id is not None:
         query = query.where(File.task_id == task_id)
-    if cursor is not None:
-        created, file_id = _decode_cursor(cursor)
-        query = query.where(or_(File.created_at < created, and_(File.created_at == created, File.id < file_id)))
-    query = query.order_by(File.created_at.desc(), File.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(query)).scalars())
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return await newest_first(session, query, File, limit=limit, cursor=cursor)

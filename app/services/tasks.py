@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable
+from app.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from app.models import Task, TaskEvent, utcnow
 from app.schemas import TaskCreate, TaskRead
 from app.services import states as S
@@ -24,6 +21,7 @@ from app.services.engine import TaskEngine
 from app.services.events import record_event
 from app.services.keys import Principal
 from app.services.kinds import registry
+from app.services.paging import newest_first
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -96,20 +94,6 @@ async def get_task(session: AsyncSession, principal: Principal, task_id: str) ->
     return task
 
 
-def _encode_cursor(task: Task) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, task_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), task_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page") from None
-
-
 async def list_tasks(
     session: AsyncSession,
     principal: Principal,
@@ -124,13 +108,7 @@ async def list_tasks(
         query = query.where(Task.state == state)
     if kind is not None:
         query = query.where(Task.kind == kind)
-    if cursor is not None:
-        created, task_id = _decode_cursor(cursor)
-        query = query.where(or_(Task.created_at < created, and_(Task.created_at == created, Task.id < task_id)))
-    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
-    tasks = list((await session.execute(query)).scalars())
-    next_cursor = _encode_cursor(tasks[limit - 1]) if len(tasks) > limit else None
-    return tasks[:limit], next_cursor
+    return await newest_first(session, query, Task, limit=limit, cursor=cursor)
 
 
 async def control_task(
