@@ -81,3 +81,14 @@ class Marker(TaskKind[MarkerParams]):
 
     async def cleanup(self, params: MarkerParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
         self.path(ctx, params).unlink(missing_ok=True)
+
+
+@task_kind("finish_on_request")
+class FinishOnRequest(TaskKind[KindParams]):
+    """Waits until a pause or cancel is asked for, then commits its final checkpoint."""
+
+    async def run(self, params: KindParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
+        await ctx.checkpoint({"started": True})
+        await ctx.stop_event.wait()
+        await ctx.checkpoint({"started": True, "finished": True}, final=True)
+        return {"finished": True}

@@ -269,3 +269,13 @@ async def test_a_task_whose_runner_is_lost_on_its_last_attempt_fails(app, client
         await session.execute(update(Task).where(Task.id == task_id).values(lease_token="stolen"))
     failed = await wait_state(client, task_id, "failed", timeout=30)
     assert failed["error"] == "runner lost (crashed or cut off) on its last attempt"
+
+
+@pytest.mark.parametrize("action", ["pause", "cancel"])
+async def test_the_final_checkpoint_is_not_a_stopping_point(client, action):
+    task_id = await start(client, {"kind": "finish_on_request", "params": {}})
+    await wait_for(client, task_id, lambda t: (t["checkpoint"] or {}).get("started"))
+    await control(client, task_id, action)
+    done = await wait_state(client, task_id, "succeeded", "paused", "cancelled")
+    assert done["state"] == "succeeded"
+    assert done["result"] == {"finished": True}

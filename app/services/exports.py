@@ -333,7 +333,7 @@ class ExportCsv(TaskKind[ExportParams]):
             await sink.aclose()
         state = {**state, "offset": length, "finished": True}
         done = _files_work(state["file_id"], offset=length, length=length, state="complete", completed_at=utcnow())
-        await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done)
+        await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done, final=True)
         return _result(state)
 
 

@@ -288,12 +288,7 @@ class _Job:
         else:
             await asyncio.to_thread(self.lite.publish, params.table, params.mode, state["columns"], done)
             work = rejects.complete if rejects is not None else None
-        try:
-            await self.ctx.checkpoint(done, work=work)
-        except LeaseLost:
-            raise
-        except TaskInterrupt:
-            pass  # the table is published: the task has finished, whatever was asked meanwhile
+        await self.ctx.checkpoint(done, work=work, final=True)  # published: the task has finished
         state.update(done)
 
     def result(self, state: dict[str, Any], rejects: Rejects | None) -> dict[str, Any]:

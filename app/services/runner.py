@@ -104,8 +104,13 @@ class TaskContext:
         total: float | None = None,
         unit: str | None = None,
         work: Work | None = None,
+        final: bool = False,
     ) -> None:
-        """Commit ``state`` (with ``work``'s writes) atomically, then pause or stop if asked."""
+        """Commit ``state`` (with ``work``'s writes) atomically, then pause or stop if asked.
+
+        ``final=True`` marks the commit that completes the task's work: it never stops there,
+        since a task that finished before it saw a pause or cancel stays finished.
+        """
         if done is not None:
             self.progress(done, total, unit)
         database = self.engine.database
@@ -134,7 +139,8 @@ class TaskContext:
         self.checkpoint_state = state
         self.control = row.control
         self.engine.bus.publish(self.task_id)
-        self.raise_if_stopping()
+        if not final:
+            self.raise_if_stopping()
 
     def raise_if_stopping(self) -> None:
         if self.control is not None or self.engine.shutting_down:
