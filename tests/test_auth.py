@@ -194,3 +194,58 @@ def test_without_auth_the_server_binds_to_loopback_only(tmp_path):
 
     secured = make_settings("postgresql+asyncpg://db/x", tmp_path, host="0.0.0.0", workers=4, auth_required=True)
     assert bind_plan(secured) == ("0.0.0.0", 4, [])
+
+
+async def test_files_imports_and_exports_are_owned(secured):
+    """Alice's upload, import and export are invisible to Bob on every endpoint that names them."""
+    app, client = secured
+    alice, bob = await make_key(app, "alice"), await make_key(app, "bob")
+    tus = {"Tus-Resumable": "1.0.0"}
+    body = b"id,name\n1,ann\n2,bo\n"
+    created = await client.post("/files", headers={**alice, **tus, "Upload-Length": str(len(body))})
+    assert created.status_code == 201, created.text
+    file_id = created.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+    patch = {**alice, **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    assert (await client.patch(f"/files/{file_id}", content=body, headers=patch)).status_code == 204
+
+    bob_patch = {**patch, **bob}
+    for method, path, extra in [
+        ("HEAD", f"/files/{file_id}", tus),
+        ("PATCH", f"/files/{file_id}", {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}),
+        ("DELETE", f"/files/{file_id}", tus),
+        ("GET", f"/files/{file_id}", {}),
+        ("GET", f"/files/{file_id}/info", {}),
+    ]:
+        headers = {**bob, **extra} if method != "PATCH" else bob_patch
+        response = await client.request(method, path, headers=headers, content=b"x" if method == "PATCH" else None)
+        assert response.status_code == 404, (method, path, response.status_code)
+    assert (await client.get("/files", headers=bob)).json()["items"] == []
+    assert (await client.get(f"/files/{file_id}", headers=alice)).content == body
+
+    # Bob cannot import Alice's upload...
+    stolen = {"kind": "import_csv", "params": {"file_id": file_id, "table": "people"}}
+    assert (await client.post("/tasks", json=stolen, headers=bob)).status_code == 404
+    # ...Alice can, and both may own a table of the same name.
+    task = (await client.post("/tasks", json=stolen, headers=alice)).json()
+    assert (await wait_state(client, task["id"], "succeeded", "failed", headers=alice))["state"] == "succeeded"
+    assert (
+        await client.post("/tasks", json={"kind": "export_csv", "params": {"table": "people"}}, headers=bob)
+    ).status_code == 404
+    bobs = await client.post("/files", headers={**bob, **tus, "Upload-Length": "9", "Upload-Metadata": ""})
+    bobs_id = bobs.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+    bob_upload = {**bob_patch, "Tus-Resumable": "1.0.0"}
+    assert (await client.patch(f"/files/{bobs_id}", content=b"id\n7\n8\n9\n", headers=bob_upload)).status_code == 204
+    mine = {"kind": "import_csv", "params": {"file_id": bobs_id, "table": "people"}}
+    bobs_task = (await client.post("/tasks", json=mine, headers=bob)).json()
+    assert (await wait_state(client, bobs_task["id"], "succeeded", "failed", headers=bob))["result"]["rows"] == 3
+    own = {"kind": "import_csv", "params": {"path": "../../etc/passwd", "table": "people"}}
+    assert (await client.post("/tasks", json=own, headers=bob)).status_code == 422
+
+    export = (
+        await client.post("/tasks", json={"kind": "export_csv", "params": {"table": "people"}}, headers=alice)
+    ).json()
+    finished = await wait_state(client, export["id"], "succeeded", "failed", headers=alice)
+    assert finished["state"] == "succeeded", finished
+    result_file = finished["result"]["file_id"]
+    assert (await client.get(f"/files/{result_file}", headers=bob)).status_code == 404
+    assert (await client.get(f"/files/{result_file}", headers=alice)).content == body
