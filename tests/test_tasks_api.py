@@ -126,7 +126,10 @@ async def test_health_and_readiness(client):
 
 
 async def test_openapi_documents_every_endpoint(client):
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
     spec = (await client.get("/openapi.json")).json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]  # Swagger UI's Authorize button
     for path in ("/tasks", "/tasks/{task_id}", "/tasks/{task_id}/pause", "/tasks/{task_id}/events"):
         assert path in spec["paths"]
         for operation in spec["paths"][path].values():
