@@ -168,6 +168,11 @@ def download(port: int, path: str, byte_range: tuple[int, int] | None) -> tuple[
     return elapsed, received
 
 
+def span_of(size: int) -> tuple[int, int]:
+    """A 512 MiB (half the file) range that starts off any block boundary."""
+    return size // 7, size // 7 + size // 2 - 1
+
+
 def best(times: list[float]) -> float:
     return min(times)
 
@@ -176,6 +181,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=("upload-1", "upload-8mib", "uploads"), help="run only one upload case (no downloads)"
+    )
     args = parser.parse_args()
     size = args.size_mib * MIB
 
@@ -228,7 +236,12 @@ def main() -> int:
 
         results: dict[str, dict[str, float]] = {}
         tsm_path = ""
-        for label, chunk in (("upload, one PATCH", None), ("upload, 8 MiB PATCHes", 8 * MIB)):
+        cases = [("upload, one PATCH", None), ("upload, 8 MiB PATCHes", 8 * MIB)]
+        if args.only == "upload-1":
+            cases = cases[:1]
+        elif args.only == "upload-8mib":
+            cases = cases[1:]
+        for label, chunk in cases:
             ours, peer = [], []
             for _ in range(args.repeat):
                 seconds, tsm_path_run = upload(tsm_port, data, chunk)
@@ -246,9 +259,10 @@ def main() -> int:
 
         # Downloads: the last upload, served by us and (hard-linked, same page cache) by nginx.
         file_id = tsm_path.rsplit("/", 1)[1]
-        os.link(work / "tsm" / "files" / file_id, work / "www" / "data.bin")
-        span = (size // 7, size // 7 + size // 2 - 1)
-        for label, byte_range in (("download, full", None), ("download, 512 MiB range", span)):
+        download_cases = [] if args.only else [("download, full", None), ("download, 512 MiB range", span_of(size))]
+        if download_cases:
+            os.link(work / "tsm" / "files" / file_id, work / "www" / "data.bin")
+        for label, byte_range in download_cases:
             ours, peer = [], []
             expected = size if byte_range is None else byte_range[1] - byte_range[0] + 1
             for _ in range(args.repeat):

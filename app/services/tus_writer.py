@@ -1,9 +1,16 @@
 """Streaming a PATCH body onto the end of an upload file, durably.
 
-    body chunks ──▶ 1 MiB blocks ──▶ pwritev + hash updates in a worker thread (aiofiles.os),
-                                     while the next block is received
-                     every 4-64 MiB: fdatasync in the background → `durable` moves on
+    body chunks ──▶ copied into two page-aligned buffers (reused between requests)
+                ──▶ whatever has gathered (256 KiB .. 4 MiB) is written as soon as the previous
+                    write returns: O_DIRECT pwrite + hash updates in a worker thread (aiofiles.os),
+                    while the next bytes are received
+                every 2-64 MiB: fdatasync in the background → `durable` moves on
     end / disconnect: last block, fdatasync → `durable` == bytes on disk
+
+O_DIRECT skips the copy into the page cache (a third of a core at these rates on a small
+machine) and leaves the final fdatasync only the device flush; a filesystem without it
+(or an unaligned head or tail) gets ordinary buffered writes. The two paths may meet in one
+file: the kernel keeps them coherent, and the fdatasync covers both.
 
 `durable` is the only offset anyone may report: it never runs ahead of bytes on disk.
 """
@@ -11,7 +18,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
+import mmap
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,11 +34,13 @@ import aiofiles.os
 from app.errors import PayloadTooLarge
 from app.metrics import BYTES_UPLOADED
 
-BLOCK_BYTES = 1 << 20
-MAX_PARTS = 256  # well under IOV_MAX, however small the client's chunks are
+BLOCK_BYTES = 4 << 20  # at most this much gathers per write
+ALIGN = 4096  # O_DIRECT wants page-aligned offsets, lengths and memory
+MAX_POOLED_BUFFERS = 8
 # Start writeback early (one fdatasync in flight at a time), so the last one before answering is short.
-SYNC_EVERY_BYTES = 4 << 20
+SYNC_EVERY_BYTES = 2 << 20
 SYNC_MAX_BYTES = 64 << 20
+STALL_SECONDS = 0.05  # a body silent this long gets what it sent synced at once
 
 
 class BodyInterrupted(Exception):
@@ -65,24 +77,138 @@ async def file_size(path: Path) -> int | None:
         return None
 
 
-def _write_block(fd: int, parts: list[bytes], offset: int, hashers: list[Any]) -> None:
-    """One block: a positional vectored write (no joining copy, no seek), then the hashes."""
-    todo: list[Any] = list(parts)
-    while todo:
-        written = os.pwritev(fd, todo, offset)
-        offset += written
-        while todo and written >= len(todo[0]):
-            written -= len(todo[0])
-            todo.pop(0)
-        if written:
-            todo[0] = memoryview(todo[0])[written:]
-    for hasher in hashers:
-        for part in parts:
-            hasher.update(part)
-
-
-_write_block_async = aiofiles.os.wrap(_write_block)
 _fdatasync = aiofiles.os.wrap(os.fdatasync)
+
+
+def _open_direct(path: Path) -> int | None:
+    """A second descriptor that bypasses the page cache, or None where the filesystem refuses it."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _write_aligned(direct_fd: int | None, fd: int, data: memoryview, offset: int, hashers: list[Any]) -> None:
+    """One block: O_DIRECT when given ``direct_fd`` (the block is page-aligned then), else and for
+    any rest the kernel did not take directly, through the page cache; then the hashes."""
+    written = 0
+    if direct_fd is not None:
+        try:
+            written = os.pwrite(direct_fd, data, offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # a filesystem that opens O_DIRECT but refuses this write
+                raise
+    _write_all(fd, data[written:], offset + written)
+    for hasher in hashers:
+        hasher.update(data)
+
+
+_write_aligned_async = aiofiles.os.wrap(_write_aligned)
+_buffers: list[mmap.mmap] = []  # reused page-aligned blocks (anonymous mmaps are page-aligned)
+
+
+def _take_buffer() -> mmap.mmap:
+    return _buffers.pop() if _buffers else mmap.mmap(-1, BLOCK_BYTES)
+
+
+def _give_back(buffer: mmap.mmap) -> None:
+    if len(_buffers) < MAX_POOLED_BUFFERS:
+        _buffers.append(buffer)
+
+
+class _Pipeline:
+    """Received bytes gather in one buffer while a writer task writes the other one out.
+
+    The writer takes whatever has gathered (up to a page boundary) as soon as its last write
+    returned, so the disk never waits for a fixed block size and a body that stalls still
+    reaches the disk (and `durable`, through the background fdatasync).
+    """
+
+    def __init__(self, state: WriteState, fd: int, direct_fd: int | None) -> None:
+        self.state, self.fd, self.direct_fd = state, fd, direct_fd
+        self.buffers = [_take_buffer(), _take_buffer()]
+        self.current = memoryview(self.buffers[0])
+        self.filled = 0
+        self.position = self.settled = self.synced_at = state.start  # settled: all before it is written
+        self.ended = False
+        self.wake = asyncio.Event()  # bytes arrived, or the body ended
+        self.room = asyncio.Event()  # the writer took the gathered bytes
+        self.syncing: asyncio.Task[None] | None = None
+        self.task = asyncio.create_task(self._write_loop())
+
+    async def add(self, chunk: bytes) -> None:
+        data = memoryview(chunk)
+        while data:
+            while self.filled == BLOCK_BYTES:  # both buffers busy: wait for the disk
+                self.room.clear()
+                self.wake.set()
+                await asyncio.wait((asyncio.ensure_future(self.room.wait()), self.task), return_when="FIRST_COMPLETED")
+                if self.task.done():
+                    self.task.result()  # the writer failed: its error is this request's
+                    raise RuntimeError("the upload writer stopped")
+            take = min(len(data), BLOCK_BYTES - self.filled)
+            self.current[self.filled : self.filled + take] = data[:take]
+            self.filled += take
+            data = data[take:]
+        self.wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            ended = self.ended
+            size = self.filled if ended else self.filled - (self.position + self.filled) % ALIGN
+            if size <= 0:
+                if ended:
+                    return
+                self.wake.clear()
+                try:
+                    async with asyncio.timeout(STALL_SECONDS):
+                        await self.wake.wait()
+                except TimeoutError:  # the body paused: make what it sent durable (progress shows)
+                    self._sync_if(self.settled > self.synced_at)
+                    await self.wake.wait()
+                continue
+            start, block = self.position, self.current[:size]
+            self.buffers.reverse()  # keep receiving into the other buffer while this one is written
+            following, rest = memoryview(self.buffers[0]), self.filled - size
+            following[:rest] = self.current[size : self.filled]
+            self.current, self.filled, self.position = following, rest, start + size
+            self.room.set()
+            direct = self.direct_fd if start % ALIGN == 0 and size % ALIGN == 0 else None
+            await _write_aligned_async(direct, self.fd, block, start, self.state.hashers)
+            BYTES_UPLOADED.inc(size)
+            self.settled = start + size
+            # Sync early in short PATCHes (short final wait), rarely in long ones (fewer flushes).
+            every = min(SYNC_MAX_BYTES, max(SYNC_EVERY_BYTES, (self.settled - self.state.start) // 4))
+            self._sync_if(self.settled - self.synced_at >= every)
+
+    def _sync_if(self, due: bool) -> None:
+        if due and (self.syncing is None or self.syncing.done()):
+            self.syncing = asyncio.create_task(self._background_sync(self.settled))
+
+    async def _background_sync(self, target: int) -> None:
+        await _fdatasync(self.fd)
+        self.state.durable = max(self.state.durable, target)
+        self.synced_at = target
+
+    async def finish(self) -> int:
+        """Write what is left, wait for every write and sync; returns the end of the written bytes."""
+        self.ended = True
+        self.wake.set()
+        try:
+            await self.task
+        finally:
+            if self.syncing is not None:
+                with contextlib.suppress(OSError):
+                    await self.syncing
+            for buffer in self.buffers:
+                _give_back(buffer)
+        return self.position
 
 
 async def receive(
@@ -99,63 +225,31 @@ async def receive(
     else; in both cases the caller decides what to keep of what this request wrote.
     """
     complete = True
-    pending: asyncio.Future[Any] | None = None
-    syncing: asyncio.Task[None] | None = None
-    parts: list[bytes] = []
-    buffered = 0
-    async with aiofiles.open(path, "r+b", buffering=0) as file:
-        fd = file.fileno()
-        position = synced_at = state.start
-
-        async def flush_block() -> None:
-            nonlocal pending, parts, buffered, position
-            if pending is not None:
-                await pending
-                pending = None
-            if not parts:
-                return
-            pending = asyncio.ensure_future(_write_block_async(fd, parts, position, state.hashers))
-            position += buffered
-            BYTES_UPLOADED.inc(buffered)
-            parts, buffered = [], 0
-
-        async def background_sync() -> None:
-            nonlocal synced_at
-            target = position
-            await _fdatasync(fd)
-            state.durable = max(state.durable, target)
-            synced_at = target
-
-        try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                state.received += len(chunk)
-                if state.received > limit:
-                    raise PayloadTooLarge(limit_message)
-                if state.lock_lost:
-                    raise LockLost()
-                parts.append(chunk)
-                buffered += len(chunk)
-                if buffered >= BLOCK_BYTES or len(parts) >= MAX_PARTS:
-                    await flush_block()
-                    # Sync early in short PATCHes (short final wait), rarely in long ones (fewer flushes).
-                    every = min(SYNC_MAX_BYTES, max(SYNC_EVERY_BYTES, (position - state.start) // 4))
-                    if position - synced_at >= every and (syncing is None or syncing.done()):
-                        await pending  # type: ignore[misc]
-                        pending = None
-                        syncing = asyncio.create_task(background_sync())
-        except BodyInterrupted:
-            complete = False
-        finally:
-            # Whatever happened, leave the file consistent with `position` before anyone looks.
-            await flush_block()
-            if pending is not None:
-                await pending
-            if syncing is not None:
-                await syncing
-            await _fdatasync(fd)
-            state.durable = position
+    direct_fd = await asyncio.to_thread(_open_direct, path)
+    try:
+        async with aiofiles.open(path, "r+b", buffering=0) as file:
+            fd = file.fileno()
+            pipeline = _Pipeline(state, fd, direct_fd)
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    state.received += len(chunk)
+                    if state.received > limit:
+                        raise PayloadTooLarge(limit_message)
+                    if state.lock_lost:
+                        raise LockLost()
+                    await pipeline.add(chunk)
+            except BodyInterrupted:
+                complete = False
+            finally:
+                # Whatever happened, leave the file consistent with what was written before anyone looks.
+                position = await pipeline.finish()
+                await _fdatasync(fd)
+                state.durable = position
+    finally:
+        if direct_fd is not None:
+            os.close(direct_fd)
     return complete
 
 
