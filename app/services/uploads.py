@@ -321,7 +321,9 @@ async def _write(
     beat = asyncio.create_task(_heartbeat(database, settings, row.id, token, state, commit=checksum is None))
     too_large: PayloadTooLarge | None = None
     try:
-        complete = await writer.receive(path, state, chunks, limit=limit, limit_message=message)
+        complete = await writer.receive(
+            path, state, chunks, limit=limit, limit_message=message, expected=request.content_length
+        )
     except PayloadTooLarge as exc:
         too_large, complete = exc, False
     except writer.LockLost:
