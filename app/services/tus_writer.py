@@ -152,7 +152,11 @@ class _Pipeline:
             while self.filled == BLOCK_BYTES:  # both buffers busy: wait for the disk
                 self.room.clear()
                 self.wake.set()
-                await asyncio.wait((asyncio.ensure_future(self.room.wait()), self.task), return_when="FIRST_COMPLETED")
+                waiter = asyncio.ensure_future(self.room.wait())
+                try:
+                    await asyncio.wait((waiter, self.task), return_when="FIRST_COMPLETED")
+                finally:
+                    waiter.cancel()
                 if self.task.done():
                     self.task.result()  # the writer failed: its error is this request's
                     raise RuntimeError("the upload writer stopped")
