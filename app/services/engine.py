@@ -36,6 +36,7 @@ from app.services.upkeep import Upkeep
 logger = logging.getLogger("tsm.engine")
 
 MAX_SETTLE_ROUNDS = 5
+STOP_TIMEOUT = 5.0
 
 
 @dataclass
@@ -84,9 +85,8 @@ class TaskEngine:
         self.shutting_down = True
         for loop in self._loops:
             loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        if self._loops:  # bounded: a stuck database call must not keep the process from exiting
+            await asyncio.wait(self._loops, timeout=STOP_TIMEOUT)
         tasks = [r.task for r in self.running.values()]
         for running in self.running.values():
             running.ctx.stop_event.set()
@@ -95,7 +95,9 @@ class TaskEngine:
             for task in pending:  # past the grace period: drop work since the last checkpoint
                 task.cancel()
             if pending:
-                await asyncio.wait(pending)
+                _done, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+                for task in stuck:
+                    logger.warning("%s did not stop; its lease will expire and another runner resumes it", task)
 
     def wake(self) -> None:
         self._wake.set()
@@ -232,6 +234,8 @@ class TaskEngine:
             logger.exception("task %s: engine error", task.id)
         finally:
             self.running.pop(task.id, None)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ctx.close())
             self.wake()
 
     async def _settle(

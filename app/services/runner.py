@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 Work = Callable[[AsyncConnection], Awaitable[None]]
 
 RATE_WINDOW_SECONDS = 10.0
+CLOSE_TIMEOUT = 5.0
 
 
 class TaskInterrupt(BaseException):
@@ -63,6 +64,7 @@ class TaskContext:
         self.rate: float | None = None
         self._samples: deque[tuple[float, float]] = deque()
         self.progress_dirty = False
+        self._conn: AsyncConnection | None = None
 
     # -- progress -------------------------------------------------------------------------
     @property
@@ -113,27 +115,15 @@ class TaskContext:
         """
         if done is not None:
             self.progress(done, total, unit)
-        database = self.engine.database
         now = utcnow()
         started = time.perf_counter()
-        async with database.engine.begin() as conn:
-            if work is not None:
-                await work(conn)
-            result = await conn.execute(
-                update(Task)
-                .where(Task.id == self.task_id, Task.lease_token == self.lease_token)
-                .values(
-                    checkpoint=state,
-                    updated_at=now,
-                    lease_expires_at=now + timedelta(seconds=self.engine.settings.lease_seconds),
-                    **self.progress_values(),
-                )
-                .returning(Task.control)
-            )
-            row = result.first()
-            if row is None:
-                raise LeaseLost  # leaving the block rolls the batch back with the checkpoint
-            await notify(conn, f"task:{self.task_id}")
+        conn = await self._connection()
+        try:
+            async with conn.begin():
+                row = await self._commit(conn, state, now, work)
+        except BaseException:
+            await self.close()  # never reuse a connection a failed or cut-off transaction ran on
+            raise
         CHECKPOINT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
         self.progress_dirty = False
         self.checkpoint_state = state
@@ -141,6 +131,41 @@ class TaskContext:
         self.engine.bus.publish(self.task_id)
         if not final:
             self.raise_if_stopping()
+
+    async def _commit(self, conn: AsyncConnection, state: dict[str, Any], now: Any, work: Work | None) -> Any:
+        if work is not None:
+            await work(conn)
+        result = await conn.execute(
+            update(Task)
+            .where(Task.id == self.task_id, Task.lease_token == self.lease_token)
+            .values(
+                checkpoint=state,
+                updated_at=now,
+                lease_expires_at=now + timedelta(seconds=self.engine.settings.lease_seconds),
+                **self.progress_values(),
+            )
+            .returning(Task.control)
+        )
+        row = result.first()
+        if row is None:
+            raise LeaseLost  # leaving the transaction rolls the batch back with the checkpoint
+        await notify(conn, f"task:{self.task_id}")
+        return row
+
+    async def _connection(self) -> AsyncConnection:
+        # One connection for the whole run: PostgreSQL then appends a task's batches to a table
+        # in the order they were written (each backend keeps its own insertion target page).
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = await self.engine.database.engine.connect()
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+            except (Exception, TimeoutError):
+                await conn.invalidate()  # a connection that will not close cleanly is discarded
 
     def raise_if_stopping(self) -> None:
         if self.control is not None or self.engine.shutting_down:
