@@ -60,15 +60,16 @@ def test_env_example_values_are_the_defaults(monkeypatch, tmp_path):
     assert from_file.model_fields_set >= set(Settings.model_fields), "every line was read"
 
 
-def _readme_section(marker: str) -> str:
+def _readme_section(title: str) -> str:
+    """The README's ``## <title>`` section, up to the next ``## `` heading."""
     text = (ROOT / "README.md").read_text()
-    start = text.index(f"<!-- section:{marker} -->")
-    end = text.find("<!-- section:", start + 1)
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else len(text)]
 
 
 def test_readme_configuration_table_lists_every_setting():
-    section = _readme_section("configuration")
+    section = _readme_section("Configuration")
     rows = set(re.findall(r"^\| `(TSM_[A-Z0-9_]+)` \|", section, re.MULTILINE))
     assert rows == SETTING_NAMES, f"missing: {sorted(SETTING_NAMES - rows)}; extra: {sorted(rows - SETTING_NAMES)}"
 
@@ -186,7 +187,7 @@ def test_dockerfile_starts_the_command_the_tests_start(monkeypatch, tmp_path):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["tsm-server"] == "app.cli:main"
     assert "from app.cli import main" in (ROOT / "app" / "__main__.py").read_text()
-    assert "tsm-server run" in _readme_section("deployment")
+    assert "tsm-server run" in _readme_section("Deployment")
 
 
 def _dockerignored(path: str) -> bool:
