@@ -234,8 +234,6 @@ class TaskEngine:
             logger.exception("task %s: engine error", task.id)
         finally:
             self.running.pop(task.id, None)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(ctx.close())
             self.wake()
 
     async def _settle(

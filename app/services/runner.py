@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 Work = Callable[[AsyncConnection], Awaitable[None]]
 
 RATE_WINDOW_SECONDS = 10.0
-CLOSE_TIMEOUT = 5.0
 
 
 class TaskInterrupt(BaseException):
@@ -64,7 +63,6 @@ class TaskContext:
         self.rate: float | None = None
         self._samples: deque[tuple[float, float]] = deque()
         self.progress_dirty = False
-        self._conn: AsyncConnection | None = None
 
     # -- progress -------------------------------------------------------------------------
     @property
@@ -117,13 +115,8 @@ class TaskContext:
             self.progress(done, total, unit)
         now = utcnow()
         started = time.perf_counter()
-        conn = await self._connection()
-        try:
-            async with conn.begin():
-                row = await self._commit(conn, state, now, work)
-        except BaseException:
-            await self.close()  # never reuse a connection a failed or cut-off transaction ran on
-            raise
+        async with self.engine.database.engine.begin() as conn:
+            row = await self._commit(conn, state, now, work)
         CHECKPOINT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
         self.progress_dirty = False
         self.checkpoint_state = state
@@ -151,21 +144,6 @@ class TaskContext:
             raise LeaseLost  # leaving the transaction rolls the batch back with the checkpoint
         await notify(conn, f"task:{self.task_id}")
         return row
-
-    async def _connection(self) -> AsyncConnection:
-        # One connection for the whole run: PostgreSQL then appends a task's batches to a table
-        # in the order they were written (each backend keeps its own insertion target page).
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = await self.engine.database.engine.connect()
-        return self._conn
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
-            except (Exception, TimeoutError):
-                await conn.invalidate()  # a connection that will not close cleanly is discarded
 
     def raise_if_stopping(self) -> None:
         if self.control is not None or self.engine.shutting_down:
