@@ -281,6 +281,18 @@ class AsyncDriver:
         return await asyncio.to_thread(command.fn, *command.args)
 
 
+def _bind(descriptor: Any, obj: Any, drive: str) -> Any:
+    """``descriptor.fn`` bound to ``obj``, its ``Op`` generator run by the client's driver."""
+    fn = descriptor.fn
+    run = getattr(obj._driver, drive)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return run(fn(obj, *args, **kwargs))
+
+    return call
+
+
 class operation(Generic[P, T]):  # noqa: N801 — used as a decorator, like ``property``
     """Turns an ``Op`` generator method into ``Client.m(...) -> T`` and ``AsyncClient.m(...) -> Awaitable[T]``."""
 
@@ -296,41 +308,20 @@ class operation(Generic[P, T]):  # noqa: N801 — used as a decorator, like ``pr
     @overload
     def __get__(self, obj: AsyncClient, owner: type) -> Callable[P, Awaitable[T]]: ...
     def __get__(self, obj: Any, owner: type) -> Any:
-        if obj is None:
-            return self
-        fn = self.fn
-
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return obj._driver.run(fn(obj, *args, **kwargs))
-
-        return call
+        return self if obj is None else _bind(self, obj, "run")
 
 
-class Stream(Generic[P, T]):
+class Stream(operation[P, T]):
     """Like :class:`operation` for calls that ``Emit`` items: ``Iterator[T]`` / ``AsyncIterator[T]``."""
 
-    def __init__(self, fn: Callable[Concatenate[Any, P], Op[Any]]) -> None:
-        self.fn = fn
-        self.__doc__ = fn.__doc__
-        self.__name__ = fn.__name__
-
-    @overload
+    @overload  # type: ignore[override]
     def __get__(self, obj: None, owner: type) -> Stream[P, T]: ...
     @overload
     def __get__(self, obj: Client, owner: type) -> Callable[P, Iterator[T]]: ...
     @overload
     def __get__(self, obj: AsyncClient, owner: type) -> Callable[P, AsyncIterator[T]]: ...
     def __get__(self, obj: Any, owner: type) -> Any:
-        if obj is None:
-            return self
-        fn = self.fn
-
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return obj._driver.iterate(fn(obj, *args, **kwargs))
-
-        return call
+        return self if obj is None else _bind(self, obj, "iterate")
 
 
 def stream(item: type[T]) -> Callable[[Callable[Concatenate[Any, P], Op[Any]]], Stream[P, T]]:
