@@ -17,6 +17,18 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def poll(predicate: Any, *, timeout: float = 20.0, what: str = "condition") -> Any:
+    """Call ``predicate`` until it returns something truthy (and return that), or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,8 +24,8 @@ import pytest
 
 from clients import Client
 from clients.store import ResumeStore, fingerprint
-from tests.server import ROOT, LiveServer
-from tests.test_client import Live, live, poll, random_file
+from tests.server import ROOT, LiveServer, poll
+from tests.test_client import Live, live, random_file
 
 __all__ = ["live"]  # the module-scoped server fixture, shared with test_client.py
 

@@ -60,17 +60,6 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield Live(server, root)
 
 
-def poll(predicate: Any, *, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def random_file(path: Path, size: int) -> Path:
     path.write_bytes(os.urandom(size))
     return path

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.server import LiveServer
-from tests.test_restart import logged_steps, poll
+from tests.test_restart import logged_steps, poll_task
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_replicas_share_the_work_and_each_step_runs_once(replicas):
     ids = [httpx.post(f"{first.url}/tasks", json=body).json()["id"] for _ in range(6)]
     runners = set()
     for task_id in ids:
-        poll(second, task_id, lambda t: t["state"] == "succeeded")
+        poll_task(second, task_id, lambda t: t["state"] == "succeeded")
         assert logged_steps(first, task_id) == list(range(1, 7))
         history = httpx.get(f"{second.url}/tasks/{task_id}/events", timeout=10).text
         runners |= {line.split("claimed by ")[1].split('"')[0] for line in history.splitlines() if "claimed by" in line}
@@ -47,27 +47,27 @@ def test_control_reaches_the_replica_that_runs_the_task(replicas):
     first, second = replicas
     body = {"kind": "process", "params": {"steps": 400, "step_seconds": 0.05}}
     ids = [httpx.post(f"{first.url}/tasks", json=body).json()["id"] for _ in range(4)]
-    tasks = [poll(first, task_id, lambda t: t["state"] == "running") for task_id in ids]
+    tasks = [poll_task(first, task_id, lambda t: t["state"] == "running") for task_id in ids]
     ports = {first.process.pid: first, second.process.pid: second}
     for task in tasks:
         runner_pid = int(task["runner"].split(":")[1])
         other = second if ports[runner_pid] is first else first
         started = time.monotonic()
         assert httpx.post(f"{other.url}/tasks/{task['id']}/pause").status_code == 202
-        poll(other, task["id"], lambda t: t["state"] == "paused")
+        poll_task(other, task["id"], lambda t: t["state"] == "paused")
         assert time.monotonic() - started < 3.0
         assert httpx.post(f"{other.url}/tasks/{task['id']}/cancel").status_code == 202
     for task in tasks:
-        poll(first, task["id"], lambda t: t["state"] == "cancelled")
+        poll_task(first, task["id"], lambda t: t["state"] == "cancelled")
 
 
 def test_a_dead_replicas_tasks_are_taken_over(replicas):
     first, second = replicas
     body = {"kind": "record_steps", "params": {"steps": 40, "step_seconds": 0.05}}
     task_id = httpx.post(f"{first.url}/tasks", json=body).json()["id"]
-    task = poll(first, task_id, lambda t: t["state"] == "running" and t["progress"]["done"] >= 3)
+    task = poll_task(first, task_id, lambda t: t["state"] == "running" and t["progress"]["done"] >= 3)
     victim, survivor = (first, second) if int(task["runner"].split(":")[1]) == first.process.pid else (second, first)
     victim.kill()
-    done = poll(survivor, task_id, lambda t: t["state"] == "succeeded", timeout=60)
+    done = poll_task(survivor, task_id, lambda t: t["state"] == "succeeded", timeout=60)
     assert str(survivor.process.pid) in (done["runner"] or str(survivor.process.pid))
     assert logged_steps(survivor, task_id) == list(range(1, 41))

@@ -11,18 +11,15 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.server import LiveServer
+from tests.server import LiveServer, poll
 
 
-def poll(server: LiveServer, task_id: str, predicate: Any, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+def poll_task(server: LiveServer, task_id: str, predicate: Any, timeout: float = 30.0) -> dict:
+    def check() -> dict | None:
         task = httpx.get(f"{server.url}/tasks/{task_id}", timeout=5).json()
-        if predicate(task):
-            return task
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; task is {task}")
-        time.sleep(0.02)
+        return task if predicate(task) else None
+
+    return poll(check, timeout=timeout, what=f"task {task_id}")
 
 
 def logged_steps(server: LiveServer, task_id: str) -> list[int]:
@@ -80,12 +77,12 @@ def test_crash_mid_task_resumes_with_every_step_done_once(db_url, storage):
     server = LiveServer(db_url, storage).start()
     try:
         task_id = start_steps(server, steps=20, step_seconds=0.05)
-        poll(server, task_id, lambda t: t["progress"]["done"] >= 5)
+        poll_task(server, task_id, lambda t: t["progress"]["done"] >= 5)
         server.kill()  # no shutdown hook runs: the lease is simply left behind
     finally:
         server.kill()
     with LiveServer(db_url, storage, port=server.port) as again:
-        done = poll(again, task_id, lambda t: t["state"] == "succeeded")
+        done = poll_task(again, task_id, lambda t: t["state"] == "succeeded")
         assert logged_steps(again, task_id) == list(range(1, 21))
         assert done["attempts"] == 2  # the crashed run counted
 
@@ -93,13 +90,13 @@ def test_crash_mid_task_resumes_with_every_step_done_once(db_url, storage):
 def test_graceful_stop_requeues_without_counting_an_attempt(db_url, storage):
     with LiveServer(db_url, storage) as server:
         task_id = start_steps(server, steps=30, step_seconds=0.05)
-        poll(server, task_id, lambda t: t["progress"]["done"] >= 3)
+        poll_task(server, task_id, lambda t: t["progress"]["done"] >= 3)
         assert server.stop() in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
     row = db_row(db_url, task_id)
     assert (row["state"], row["attempts"], row["lease_token"]) == ("queued", 0, None)
     assert row["checkpoint"] is not None
     with LiveServer(db_url, storage) as again:
-        done = poll(again, task_id, lambda t: t["state"] == "succeeded")
+        done = poll_task(again, task_id, lambda t: t["state"] == "succeeded")
         assert done["attempts"] == 1
         assert logged_steps(again, task_id) == list(range(1, 31))
 
@@ -107,16 +104,16 @@ def test_graceful_stop_requeues_without_counting_an_attempt(db_url, storage):
 def test_paused_task_stays_paused_across_a_restart(db_url, storage):
     with LiveServer(db_url, storage) as server:
         task_id = start_steps(server, steps=50, step_seconds=0.02)
-        poll(server, task_id, lambda t: t["progress"]["done"] >= 2)
+        poll_task(server, task_id, lambda t: t["progress"]["done"] >= 2)
         assert httpx.post(f"{server.url}/tasks/{task_id}/pause").status_code == 202
-        paused = poll(server, task_id, lambda t: t["state"] == "paused")
+        paused = poll_task(server, task_id, lambda t: t["state"] == "paused")
     with LiveServer(db_url, storage) as again:
         time.sleep(0.5)  # give a (wrong) runner every chance to pick it up
         still = httpx.get(f"{again.url}/tasks/{task_id}").json()
         assert still["state"] == "paused"
         assert still["checkpoint"] == paused["checkpoint"]
         assert httpx.post(f"{again.url}/tasks/{task_id}/resume").status_code == 202
-        poll(again, task_id, lambda t: t["state"] == "succeeded")
+        poll_task(again, task_id, lambda t: t["state"] == "succeeded")
         assert logged_steps(again, task_id) == list(range(1, 51))
 
 

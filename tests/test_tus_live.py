@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import os
 import socket
-import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from tusclient import client as tus_client
 
-from tests.server import LiveServer
+from tests.server import LiveServer, poll
 from tests.test_tus_support import OCTET, TUS
 
 DATA = os.urandom(3 * 1024 * 1024 + 123)
@@ -26,17 +25,6 @@ def _create(server: LiveServer, length: int) -> str:
 
 def _offset(server: LiveServer, path: str) -> int:
     return int(httpx.head(server.url + path, headers=TUS).headers["upload-offset"])
-
-
-def _wait(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _open_patch(server: LiveServer, path: str, offset: int, total: int) -> socket.socket:
@@ -58,7 +46,7 @@ def _patch_until_accepted(server: LiveServer, path: str, offset: int, body: byte
         response = httpx.patch(server.url + path, headers={**OCTET, "Upload-Offset": str(offset)}, content=body)
         return response if response.status_code != 423 else None
 
-    return _wait(attempt, what="the upload lock to be released")
+    return poll(attempt, what="the upload lock to be released")
 
 
 def test_disconnect_mid_patch_keeps_every_received_byte_and_resume_completes(db_url, tmp_path):
@@ -68,7 +56,7 @@ def test_disconnect_mid_patch_keeps_every_received_byte_and_resume_completes(db_
         sock = _open_patch(server, path, 0, len(DATA))
         sock.sendall(DATA[:cut])
         sock.close()  # the client vanishes mid-body
-        _wait(lambda: _offset(server, path) == cut, what=f"HEAD to report {cut} bytes")
+        poll(lambda: _offset(server, path) == cut, what=f"HEAD to report {cut} bytes")
         response = _patch_until_accepted(server, path, cut, DATA[cut:])
         assert response.status_code == 204, response.text
         assert response.headers["upload-offset"] == str(len(DATA))
@@ -82,7 +70,7 @@ def test_a_patch_body_that_goes_silent_is_cut_and_its_bytes_kept(db_url, tmp_pat
         sock = _open_patch(server, path, 0, len(DATA))
         sock.sendall(DATA[:100_000])
         try:
-            _wait(lambda: _offset(server, path) == 100_000, what="the silent PATCH's bytes to be committed")
+            poll(lambda: _offset(server, path) == 100_000, what="the silent PATCH's bytes to be committed")
             response = _patch_until_accepted(server, path, 100_000, DATA[100_000:])
             assert response.status_code == 204
             assert httpx.get(server.url + path).content == DATA
@@ -98,12 +86,12 @@ def test_crash_mid_patch_then_restart_reports_an_offset_backed_by_bytes_on_disk(
         sock = _open_patch(server, path, 0, len(data))
         sock.sendall(data[: 9 * 1024 * 1024])
         # Wait for the heartbeat to commit durable progress, then crash without any clean-up.
-        _wait(lambda: _offset(server, path) > 0, what="progress to be committed")
+        poll(lambda: _offset(server, path) > 0, what="progress to be committed")
         server.kill()
         sock.close()
     stored = storage / "files" / path.rsplit("/", 1)[1]
     with LiveServer(db_url, storage, TSM_LEASE_SECONDS="1") as server:
-        offset = _wait(lambda: _patch_offset_after_lease(server, path), what="the dead writer's lease to lapse")
+        offset = poll(lambda: _patch_offset_after_lease(server, path), what="the dead writer's lease to lapse")
         assert 0 < offset <= 9 * 1024 * 1024
         assert stored.stat().st_size == offset  # reconciled: the offset names exactly the bytes on disk
         assert stored.read_bytes() == data[:offset]
@@ -127,7 +115,7 @@ def test_concurrent_patch_across_two_replicas_is_refused_by_the_database_lock(db
         path = _create(first, len(data))
         sock = _open_patch(first, path, 0, len(data))
         sock.sendall(data[: 6 * 1024 * 1024])
-        offset = _wait(lambda: _offset(second, path), what="the first replica's progress")
+        offset = poll(lambda: _offset(second, path), what="the first replica's progress")
         intruder = httpx.patch(second.url + path, headers={**OCTET, "Upload-Offset": str(offset)}, content=b"\0" * 1024)
         assert intruder.status_code == 423, intruder.text
         assert intruder.headers["tus-resumable"] == "1.0.0"
