@@ -9,9 +9,9 @@ Requests go straight into the ASGI app (no sockets, no HTTP client), so only the
 stacks differ. Best of --repeat runs of --requests requests each; the ratio is tsm / peers.
 
 Peers (installed once, outside the repository):
-    .venv/bin/pip install --no-deps --target /tmp/tsm8/peers prometheus-fastapi-instrumentator asgi-correlation-id
+    .venv/bin/pip install --no-deps --target /tmp/tsm-bench-peers prometheus-fastapi-instrumentator asgi-correlation-id
 
-    .venv/bin/python bench/bench_observability.py [--requests 10000] [--repeat 3] [--peers /tmp/tsm8/peers]
+    .venv/bin/python bench/bench_observability.py [--requests 10000] [--repeat 3] [--peers /tmp/tsm-bench-peers]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--peers", default="/tmp/tsm8/peers")
+    parser.add_argument("--peers", default="/tmp/tsm-bench-peers")
     args = parser.parse_args()
     sys.path.insert(0, args.peers)
 
