@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,6 @@ def make_settings(db_url: str, storage: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return make_settings(db_url, tmp_path / "storage")
-
-
-AppFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
 
 
 @contextlib.asynccontextmanager

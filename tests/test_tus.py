@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from app.models import utcnow
 from app.services.storage import file_path
+from tests.conftest import open_app
 from tests.test_tus_support import (
     OCTET,
     TUS,
@@ -21,7 +22,6 @@ from tests.test_tus_support import (
     new_upload,
     patch,
     poll,
-    running,
     set_row,
     upload,
 )
@@ -164,7 +164,7 @@ async def test_creation_answers_201_with_location_and_an_empty_file(client, sett
 
 
 async def test_creation_over_max_size_is_413(settings):
-    async with running(settings, max_upload_bytes=100) as (_app, client):
+    async with open_app(settings, max_upload_bytes=100) as (_app, client):
         response = await create(client, 101)
         assert response.status_code == 413
         assert "100" in response.json()["detail"]
@@ -306,7 +306,7 @@ async def test_expired_upload_answers_410_before_the_sweeper_runs(client, app):
 
 
 async def test_expiry_sweeper_deletes_expired_unfinished_uploads_and_their_rows(settings):
-    async with running(settings, upload_sweep_seconds=0.05) as (app, client):
+    async with open_app(settings, upload_sweep_seconds=0.05) as (app, client):
         expired = await new_upload(client, 6)
         await patch(client, expired, 0, b"abc")
         alive = await new_upload(client, 6)
@@ -349,7 +349,7 @@ async def test_chunked_body_past_upload_length_is_413_keeping_the_bytes_before_t
 
 
 async def test_body_larger_than_max_chunk_bytes_is_413(settings):
-    async with running(settings, max_chunk_bytes=4) as (_app, client):
+    async with open_app(settings, max_chunk_bytes=4) as (_app, client):
         url = await new_upload(client, 10)
         response = await patch(client, url, 0, b"abcdef")
         assert response.status_code == 413
@@ -357,7 +357,7 @@ async def test_body_larger_than_max_chunk_bytes_is_413(settings):
 
 
 async def test_open_uploads_per_owner_limit_is_429(settings):
-    async with running(settings, max_open_uploads_per_owner=2) as (app, client):
+    async with open_app(settings, max_open_uploads_per_owner=2) as (app, client):
         await new_upload(client, 5)
         await new_upload(client, 5)
         response = await create(client, 5)
@@ -368,7 +368,7 @@ async def test_open_uploads_per_owner_limit_is_429(settings):
 
 
 async def test_storage_quota_per_owner_is_413(settings):
-    async with running(settings, max_storage_bytes_per_owner=10) as (_app, client):
+    async with open_app(settings, max_storage_bytes_per_owner=10) as (_app, client):
         await new_upload(client, 6)
         response = await create(client, 5)
         assert response.status_code == 413
@@ -432,7 +432,7 @@ async def test_bytes_past_the_offset_left_by_a_crashed_writer_are_trimmed_before
 
 
 async def test_startup_reconciles_offsets_with_file_sizes(settings):
-    async with running(settings) as (_app, client):
+    async with open_app(settings) as (_app, client):
         longer = await new_upload(client, 10)
         await patch(client, longer, 0, b"abc")
         shorter = await new_upload(client, 10)
@@ -441,7 +441,7 @@ async def test_startup_reconciles_offsets_with_file_sizes(settings):
         handle.write(b"unacknowledged")
     with file_path(settings, _id(shorter)).open("r+b") as handle:
         handle.truncate(4)  # bytes lost in a crash
-    async with running(settings) as (_app, client):
+    async with open_app(settings) as (_app, client):
         assert file_path(settings, _id(longer)).read_bytes() == b"abc"
         assert (await client.head(longer, headers=TUS)).headers["upload-offset"] == "3"
         assert (await client.head(shorter, headers=TUS)).headers["upload-offset"] == "4"
@@ -450,11 +450,11 @@ async def test_startup_reconciles_offsets_with_file_sizes(settings):
 
 
 async def test_startup_hashes_finished_uploads_left_without_a_sha256(settings):
-    async with running(settings) as (app, client):
+    async with open_app(settings) as (app, client):
         file_id = await upload(client, b"hash me")
         await poll(lambda: _sha256(client, file_id))
         await set_row(app, file_id, sha256=None)  # as if the process stopped before hashing
-    async with running(settings) as (_app, client):
+    async with open_app(settings) as (_app, client):
         assert await poll(lambda: _sha256(client, file_id)) == hashlib.sha256(b"hash me").hexdigest()
 
 

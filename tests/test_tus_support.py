@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from app.config import Settings
-from app.main import create_app
 from app.models import File
 from app.services.keys import create_key
 
@@ -24,16 +20,6 @@ OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}
 def b64(text: str | bytes) -> str:
     raw = text.encode() if isinstance(text, str) else text
     return base64.b64encode(raw).decode()
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, **overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with some settings changed, its lifespan running, and an in-process client."""
-    app = create_app(settings.model_copy(update=overrides) if overrides else settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tsm.test") as client:
-            yield app, client
 
 
 async def create(
