@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ class SqliteLoader:
             self.db = db
         return self.db
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the tables file, taken at once (no upgrade from a read lock)."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def close(self) -> None:
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):  # a cancelled run's thread may still hold it
@@ -86,21 +99,13 @@ class SqliteLoader:
         return [(r[1], r[2] or "") for r in rows]
 
     def create_staging(self, columns: list[tuple[str, str]], state: dict[str, Any]) -> None:
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
             db.execute(f"CREATE TABLE {q(self.staging)} ({', '.join(f'{q(n)} {t}' for n, t in columns)})")
             self._save_state(db, state)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def publish(self, table: str, mode: str, columns: list[str], state: dict[str, Any]) -> None:
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             if mode == "append" and self.exists(table):
                 names = ", ".join(q(c) for c in columns)
                 db.execute(f"INSERT INTO {q(table)} ({names}) SELECT {names} FROM {q(self.staging)} ORDER BY rowid")
@@ -112,18 +117,12 @@ class SqliteLoader:
                     raise ImportFailed(f"table {table!r} was created by someone else while this import ran")
                 db.execute(f"ALTER TABLE {q(self.staging)} RENAME TO {q(table)}")
             self._save_state(db, state)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def drop(self, task_id: str) -> None:
         """Cancel or permanent failure: no staging table and no state row remain."""
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
-        db.execute("DELETE FROM tsm_import_state WHERE task_id = ?", (task_id,))
-        db.execute("COMMIT")
+        with self._transaction() as db:
+            db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
+            db.execute("DELETE FROM tsm_import_state WHERE task_id = ?", (task_id,))
 
     # -- batches ------------------------------------------------------------------------
     def write_batch(
@@ -139,32 +138,29 @@ class SqliteLoader:
 
         Stops after any sub-chunk once a pause is pending. Returns (rows, bytes, lines).
         """
-        db = self._connect()
         names, marks = ", ".join(q(c) for c in columns), ", ".join("?" * len(columns))
         insert = f"INSERT INTO {q(self.staging)} ({names}) VALUES ({marks})"
         rows = used_bytes = used_lines = 0
-        db.execute("BEGIN IMMEDIATE")
         try:
-            for chunk in batch.chunks:
-                if used_bytes and self.ctx.stop_requested:
-                    break
-                with csv_scan.paused_gc():
-                    values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
-                db.executemany(insert, values)
-                rows += len(values)
-                used_bytes += len(chunk)
-                used_lines += chunk.count(b"\n")
-            state["offset"] += used_bytes
-            state["line"] += used_lines
-            state["rows"] += rows
-            if rejects is not None:
-                state["reject_bytes"] = rejects.flush()
-                state["rejects"] = state.get("rejects", 0) + rejects.counted
-                rejects.counted = 0
-            self._save_state(db, state)
-            db.execute("COMMIT")
+            with self._transaction() as db:
+                for chunk in batch.chunks:
+                    if used_bytes and self.ctx.stop_requested:
+                        break
+                    with csv_scan.paused_gc():
+                        values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
+                    db.executemany(insert, values)
+                    rows += len(values)
+                    used_bytes += len(chunk)
+                    used_lines += chunk.count(b"\n")
+                state["offset"] += used_bytes
+                state["line"] += used_lines
+                state["rows"] += rows
+                if rejects is not None:
+                    state["reject_bytes"] = rejects.flush()
+                    state["rejects"] = state.get("rejects", 0) + rejects.counted
+                    rejects.counted = 0
+                self._save_state(db, state)
         except BaseException:
-            db.execute("ROLLBACK")
             if rejects is not None:
                 rejects.discard()
             raise
