@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import Task
+from app.models import File, Task
 from app.services import states as S
 
 TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
@@ -107,3 +107,58 @@ class KindRead(BaseModel):
 class HealthRead(BaseModel):
     status: Literal["ok"]
     database: str | None = None
+
+
+FileState = Literal["uploading", "complete", "expired", "deleted", "writing"]
+FileOrigin = Literal["upload", "export", "rejects"]
+
+
+class FileRead(BaseModel):
+    id: str
+    owner: str
+    origin: FileOrigin
+    filename: str | None = Field(description="Display name from the upload's metadata (never a path).")
+    content_type: str | None
+    metadata: dict[str, Any] = Field(description="The decoded tus Upload-Metadata.")
+    length: int | None = Field(description="Total size in bytes; null while an upload defers its length.")
+    offset: int = Field(description="Bytes durably stored so far.")
+    percent: float | None
+    state: FileState
+    sha256: str | None = Field(description="SHA-256 of the complete file (filled in once it is complete).")
+    task_id: str | None
+    expires_at: datetime | None = Field(description="An unfinished upload is removed after this moment.")
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    upload_url: str | None = Field(description="The tus URL to HEAD / PATCH / DELETE (uploads only).")
+    download_url: str | None = Field(description="Where to GET the bytes once the file is complete.")
+
+    @classmethod
+    def from_row(cls, row: File, base_url: str) -> FileRead:
+        url = f"{base_url.rstrip('/')}/files/{row.id}"
+        percent = round(100.0 * row.offset / row.length, 2) if row.length else (100.0 if row.length == 0 else None)
+        return cls(
+            id=row.id,
+            owner=row.owner,
+            origin=row.origin,  # type: ignore[arg-type]
+            filename=row.filename,
+            content_type=row.content_type,
+            metadata=row.metadata_ or {},
+            length=row.length,
+            offset=row.offset,
+            percent=percent,
+            state=row.state,  # type: ignore[arg-type]
+            sha256=row.sha256,
+            task_id=row.task_id,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            completed_at=row.completed_at,
+            upload_url=url if row.origin == "upload" and row.state == "uploading" else None,
+            download_url=url if row.state == "complete" else None,
+        )
+
+
+class FilePage(BaseModel):
+    items: list[FileRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
