@@ -267,6 +267,15 @@ def cmd_kinds(s: Session) -> int:
 # ---- parser and entry point ----------------------------------------------------------------
 
 
+def add_listing(parser: argparse.ArgumentParser, *filters: str) -> None:
+    """The options every `ls` shares: its filters, then paging."""
+    for option in filters:
+        parser.add_argument(option)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--cursor")
+    parser.add_argument("--all", action="store_true", help="follow the cursor to the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsm", description="Task State Manager command line.")
     parser.add_argument("--server", default=os.environ.get("TSM_SERVER"), help="server URL (env TSM_SERVER)")
@@ -311,12 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list, inspect and control tasks").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    ls = tasks.add_parser("ls", help="list your tasks, newest first")
-    ls.add_argument("--state")
-    ls.add_argument("--kind")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--cursor")
-    ls.add_argument("--all", action="store_true", help="follow the cursor to the end")
+    add_listing(tasks.add_parser("ls", help="list your tasks, newest first"), "--state", "--kind")
     for name, text in (("show", "show one task"), ("watch", "follow a task's progress until it ends")):
         tasks.add_parser(name, help=text).add_argument("id")
     for name in ("pause", "resume", "cancel"):
@@ -334,12 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     files = sub.add_parser("files", help="list, inspect and delete files").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    fls = files.add_parser("ls", help="list your files, newest first")
-    fls.add_argument("--state")
-    fls.add_argument("--origin")
-    fls.add_argument("--limit", type=int, default=50)
-    fls.add_argument("--cursor")
-    fls.add_argument("--all", action="store_true", help="follow the cursor to the end")
+    add_listing(files.add_parser("ls", help="list your files, newest first"), "--state", "--origin")
     files.add_parser("show", help="show one file").add_argument("ids", nargs=1, metavar="ID")
     files.add_parser("rm", help="delete files (or cancel unfinished uploads)").add_argument("ids", nargs="+")
     for parser_ in files.choices.values():
