@@ -16,10 +16,11 @@ import csv
 import hashlib
 import io
 import os
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -31,7 +32,7 @@ from app.services import csv_scan
 from app.services.csv_scan import BOM, CsvError
 from app.services.files import get_file
 from app.services.keys import Principal
-from app.services.storage import file_path, files_dir
+from app.services.storage import file_path, linked_to_service, managed_by_service
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
@@ -45,25 +46,36 @@ REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
 def resolve_storage_path(settings: Settings, relative: str) -> Path:
-    """A path inside storage/, never outside it and never into owners' data (422 otherwise)."""
+    """A regular file inside storage/ that the service does not manage itself (422 otherwise).
+
+    Decided by resolved location and ``stat`` before anything opens the file (see
+    app.services.storage): opening the service's own database to find out would already
+    have dropped its locks.
+    """
     pure = PurePosixPath(relative)
     if not relative or "\\" in relative or "\x00" in relative or pure.is_absolute():
         raise Unprocessable(f"path {relative!r} must be relative to the storage directory")
     if ".." in pure.parts:
         raise Unprocessable(f"path {relative!r} must not contain '..'")
     root = settings.storage_dir.resolve()
-    resolved = (root / pure).resolve()
+    try:
+        resolved = (root / pure).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise Unprocessable(f"path {relative!r} cannot be resolved (a symlink loop?)") from None
     if not resolved.is_relative_to(root) or resolved == root:
         raise Unprocessable(f"path {relative!r} leads outside the storage directory")
-    for private in (files_dir(settings).resolve(), (settings.storage_dir / "tables").resolve()):
-        if resolved.is_relative_to(private):
-            raise Unprocessable(f"path {relative!r} is inside owners' data; import by file_id instead")
-    if resolved.parent == root and resolved.name.startswith("tsm.sqlite3"):
-        raise Unprocessable(f"path {relative!r} is the service's own database")
-    if not resolved.exists():
-        raise NotFound(f"no file at storage path {relative!r}")
-    if not resolved.is_file():
+    if (managed := managed_by_service(settings, resolved)) is not None:
+        raise Unprocessable(f"path {relative!r} is {managed}")
+    try:
+        found = resolved.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"no file at storage path {relative!r}") from None
+    except OSError as exc:
+        raise Unprocessable(f"storage path {relative!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(found.st_mode):
         raise Unprocessable(f"storage path {relative!r} is not a regular file")
+    if (managed := linked_to_service(settings, found)) is not None:
+        raise Unprocessable(f"path {relative!r} is a hard link: {managed}")
     return resolved
 
 
@@ -88,14 +100,20 @@ async def resolve_source(
     return location
 
 
+def open_source(path: Path) -> BinaryIO:
+    """Open a source that resolve_source() returned. It has no symlinks left, so O_NOFOLLOW
+    only refuses one put in its place since the check."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    with path.open("rb") as handle:
+    with open_source(path) as handle:
+        info = os.fstat(handle.fileno())
         head = handle.read(FINGERPRINT_BYTES)
-        handle.seek(max(0, stat.st_size - FINGERPRINT_BYTES))
+        handle.seek(max(0, info.st_size - FINGERPRINT_BYTES))
         tail = handle.read(FINGERPRINT_BYTES)
     digest = hashlib.sha256(head + b"|" + tail).hexdigest()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": digest}
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256_head_tail": digest}
 
 
 # -- what is in it ------------------------------------------------------------------------
@@ -134,8 +152,8 @@ def decode(data: bytes, encoding: str, first_line: int) -> str:
 def make_plan(path: Path, params: Any) -> Plan:
     """Read the head of the file: BOM, header names, and a sample for the column types."""
     quote = ord(params.quote)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    with open_source(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
         head = handle.read(SAMPLE_BYTES)
         while last_cut(head, quote) is None and len(head) < min(size, MAX_RECORD_BYTES):
             head += handle.read(SAMPLE_BYTES)
@@ -216,7 +234,7 @@ class BatchReader:
     """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread)."""
 
     def __init__(self, path: Path, end: int, batch_bytes: int, quote: int, *, split: bool = True) -> None:
-        self.handle = path.open("rb")
+        self.handle = open_source(path)
         self.end = end
         self.batch_bytes = batch_bytes
         self.sub_bytes = min(SUB_CHUNK_BYTES, batch_bytes)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.errors import Unprocessable
+from app.services.storage import tables_dir
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_PREFIXES = ("pg_", "sqlite_", "tsm_")
@@ -39,4 +40,4 @@ def owner_schema(settings: Settings, owner: str) -> str:
 
 
 def sqlite_tables_path(settings: Settings, owner: str) -> Path:
-    return settings.storage_dir / "tables" / f"{owner}.sqlite3"
+    return tables_dir(settings) / f"{owner}.sqlite3"

@@ -1,0 +1,167 @@
+"""import_csv against hostile input: server-side paths that name the service's own files,
+and CSVs that databases refuse late (too many columns, system column names, huge fields)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_for, wait_state
+from tests.server import LiveServer, poll
+from tests.test_import_support import ImportEnv, import_env, import_env_8k, start, write_csv
+
+__all__ = ["import_env", "import_env_8k"]  # the `env` and `env8k` fixtures
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+# -- the service's own files ------------------------------------------------------------
+
+
+def _task(server: LiveServer, task_id: str) -> dict:
+    response = httpx.get(f"{server.url}/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _finished(server: LiveServer, task_id: str) -> dict:
+    return poll(
+        lambda: (t := _task(server, task_id))["state"] in ("succeeded", "failed", "cancelled") and t,
+        what=f"task {task_id} to finish",
+    )
+
+
+def _import(server: LiveServer, path: str) -> httpx.Response:
+    params = {"path": path, "table": "stolen"}
+    return httpx.post(f"{server.url}/tasks", json={"kind": "import_csv", "params": params})
+
+
+def test_own_database_is_never_opened_and_keeps_its_locks(tmp_path: Path):
+    """A SQLite database inside storage under any name: importing it (by name, by a sibling's
+    name, by a symlink, by a hard link, or by a source swapped for a symlink after creation)
+    is refused without opening it, so the server's SQLite locks hold and no outside opener
+    can mistake itself for the last user and remove the WAL under the running server."""
+    storage = tmp_path / "storage"
+    incoming = storage / "incoming"
+    incoming.mkdir(parents=True)
+    db = storage / "tsm.db"
+    (incoming / "db-link.csv").symlink_to(db)
+    (incoming / "later.csv").write_bytes(b"a,b\n1,2\n")
+    url = f"sqlite+aiosqlite:///{db}"
+    created: list[str] = []
+    with LiveServer(url, storage, TSM_MAX_CONCURRENT_TASKS="1") as server:
+        os.link(db, incoming / "db-hardlink.csv")
+        for path in ("tsm.db", "tsm.db-wal", "tsm.db-shm", "tsm.db-journal", "./tsm.db"):
+            response = _import(server, path)
+            assert response.status_code == 422, (path, response.text)
+            assert "service's own" in response.json()["detail"], response.json()
+        for path in ("incoming/db-link.csv", "incoming/db-hardlink.csv"):
+            response = _import(server, path)
+            assert response.status_code == 422, (path, response.text)
+            assert "service's own" in response.json()["detail"], response.json()
+
+        # checked again when the task runs: a queued import whose source became the database
+        body = {"kind": "process", "params": {"steps": 200, "step_seconds": 0.05}}
+        blocker = httpx.post(f"{server.url}/tasks", json=body).json()["id"]
+        poll(lambda: _task(server, blocker)["state"] == "running", what="the blocker to run")
+        queued = _import(server, "incoming/later.csv")
+        assert queued.status_code == 201, queued.text
+        (incoming / "later.csv").unlink()
+        (incoming / "later.csv").symlink_to(db)
+        assert httpx.post(f"{server.url}/tasks/{blocker}/cancel").status_code == 202
+        failed = _finished(server, queued.json()["id"])
+        assert failed["state"] == "failed", failed
+        assert "service's own" in failed["error"], failed["error"]
+
+        # an outside opener (a backup, `tsm-server keys create`) must see the server's locks
+        with sqlite3.connect(db) as outside:
+            outside.execute("PRAGMA wal_checkpoint")
+        outside.close()
+        assert (storage / "tsm.db-wal").exists(), "the WAL was removed under the running server"
+        assert (storage / "tsm.db-shm").exists()
+
+        for _ in range(3):
+            response = httpx.post(f"{server.url}/tasks", json={"kind": "process", "params": {"steps": 1}})
+            assert response.status_code == 201, response.text
+            created.append(response.json()["id"])
+            upload = httpx.post(f"{server.url}/files", headers={**TUS, "Upload-Length": "10"})
+            assert upload.status_code == 201, upload.text
+        for task_id in created:
+            assert _finished(server, task_id)["state"] == "succeeded"
+        server.kill()  # a crash: what the server answered for must be in the database already
+    with LiveServer(url, storage) as server:
+        for task_id in created:
+            assert _task(server, task_id)["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("db_name", ["tsm.db", "state/service.sqlite"])
+def test_database_siblings_are_refused_whatever_their_name(tmp_path: Path, db_name: str):
+    """Decided from TSM_DATABASE_URL, not from a fixed file name."""
+    from app.errors import Unprocessable
+    from app.services.import_source import resolve_storage_path
+    from tests.conftest import make_settings
+
+    storage = tmp_path / "storage"
+    db = storage / db_name
+    db.parent.mkdir(parents=True)
+    settings = make_settings(f"sqlite+aiosqlite:///{db}", storage)
+    relative = db.relative_to(storage).as_posix()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with pytest.raises(Unprocessable, match="service's own database"):
+            resolve_storage_path(settings, relative + suffix)  # refused whether it exists or not
+
+
+def test_everything_the_service_manages_is_refused_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from app.errors import NotFound, Unprocessable
+    from app.services.import_source import resolve_storage_path
+    from tests.conftest import make_settings
+
+    storage = tmp_path / "storage"
+    (storage / "metrics").mkdir(parents=True)
+    (storage / "metrics" / "counter_1.db").write_bytes(b"x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(storage / "metrics"))
+    settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1/none", storage)
+    (storage / "tsm.sqlite3").write_bytes(b"left from the zero-setup mode")
+    (storage / "loop").symlink_to(storage / "loop")
+    (storage / "folder").mkdir()
+    refused = {
+        "metrics/counter_1.db": "metrics directory",
+        "tsm.sqlite3": "service's own database",
+        "tsm.sqlite3-wal": "service's own database",
+        "files/0b0c1b9e-0b3f-4a5c-9b8e-1f1f1f1f1f1f": "owners' data",
+        "tables/local.sqlite3-wal": "owners' data",
+        "loop": "cannot be resolved",
+        "folder": "not a regular file",
+        "x/" * 2100 + "a.csv": "cannot be read",
+    }
+    for relative, fragment in refused.items():
+        with pytest.raises(Unprocessable, match=fragment):
+            resolve_storage_path(settings, relative)
+    with pytest.raises(NotFound):
+        resolve_storage_path(settings, "incoming/none.csv")
+    (storage / "ok.csv").write_bytes(b"a\n1\n")
+    assert resolve_storage_path(settings, "ok.csv") == (storage / "ok.csv").resolve()
+
+
+async def test_source_swapped_while_paused_is_refused_on_resume(env8k: ImportEnv):
+    """The check runs again on every run, before the resume's fingerprint opens anything."""
+    env = env8k
+    write_csv(env.storage / "swap.csv", 20_000)
+    response = await start(env.client, path="swap.csv", table="swapped", infer_types=False)
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    await wait_for(env.client, task_id, lambda t: t["progress"]["done"] > 20_000)
+    assert (await env.client.post(f"/tasks/{task_id}/pause")).status_code == 202
+    assert (await wait_state(env.client, task_id, "paused", "succeeded"))["state"] == "paused"
+    upload = await env.file_row(b"someone's upload\n", state="complete")
+    (env.storage / "swap.csv").unlink()
+    (env.storage / "swap.csv").symlink_to(env.storage / "files" / upload)
+    assert (await env.client.post(f"/tasks/{task_id}/resume")).status_code == 202
+    task = await wait_state(env.client, task_id, "failed", "succeeded")
+    assert task["state"] == "failed", task
+    assert "owners' data" in task["error"], task["error"]
+    assert await env.tables() == []  # the staging table went with the failure
