@@ -165,3 +165,135 @@ async def test_source_swapped_while_paused_is_refused_on_resume(env8k: ImportEnv
     assert task["state"] == "failed", task
     assert "owners' data" in task["error"], task["error"]
     assert await env.tables() == []  # the staging table went with the failure
+
+
+# -- what the databases would refuse late -------------------------------------------------
+
+
+def _no_sql(error: str) -> None:
+    for fragment in ("[SQL", "CREATE TABLE", "INSERT INTO", "COPY ", "Traceback", "sqlalche.me"):
+        assert fragment not in error, error
+
+
+async def test_too_many_columns_are_refused_at_creation(env: ImportEnv):
+    env.put("wide.csv", (",".join(f"c{i}" for i in range(5000)) + "\n" + ",".join("x" * 5000) + "\n").encode())
+    env.put("wide-raw.csv", (",".join("x" * 5000) + "\n").encode())
+    for params in ({"path": "incoming/wide.csv"}, {"path": "incoming/wide-raw.csv", "header": False}):
+        response = await start(env.client, table="wide", **params)
+        assert response.status_code == 422, response.text
+        assert "5000 columns; a table can have at most 1600" in response.json()["detail"]
+    env.put("widest.csv", (",".join(f"c{i}" for i in range(1600)) + "\n" + ",".join("x" * 1600) + "\n").encode())
+    task = await env.run(path="incoming/widest.csv", table="widest")
+    assert task["state"] == "succeeded", task
+    assert len(task["result"]["columns"]) == 1600
+    assert await env.rows("widest") == [("x",) * 1600]
+
+
+async def test_system_column_names_are_renamed_the_same_on_both_databases(env: ImportEnv):
+    header = "xmin,CTID,tableoid,cmin,cmax,xmax,oid,rowid,_rowid_,c_xmin,id\n"
+    env.put("sys.csv", (header + "1,2,3,4,5,6,7,8,9,10,11\n").encode())
+    task = await env.run(path="incoming/sys.csv", table="sys", infer_types=False)
+    assert task["state"] == "succeeded", task
+    names = [c["name"] for c in task["result"]["columns"]]
+    renamed_system = ["c_xmin", "c_ctid", "c_tableoid", "c_cmin", "c_cmax", "c_xmax", "c_oid", "c_rowid"]
+    assert names == [*renamed_system, "c_rowid_2", "c_xmin_2", "id"]
+    renamed = task["result"]["renamed"]
+    assert {"header": "xmin", "column": "c_xmin"} in renamed and {"header": "CTID", "column": "c_ctid"} in renamed
+    assert {"header": "id", "column": "id"} not in renamed
+    assert await env.rows("sys") == [tuple(str(i) for i in range(1, 12))]
+    explicit = {
+        "path": "incoming/sys.csv",
+        "table": "t2",
+        "columns": [{"name": "XMin"}] + [{"name": f"c{i}"} for i in range(10)],
+    }
+    response = await start(env.client, **explicit)
+    assert response.status_code == 422, response.text
+    assert "system column names" in response.json()["detail"]
+
+
+async def test_header_false_first_record_of_128_kib_and_more_imports(env: ImportEnv):
+    long = "y" * (200 * 1024)
+    env.put("long.csv", f"{long},1\nshort,2\n".encode())
+    task = await env.run(path="incoming/long.csv", table="long_first", header=False)
+    assert task["state"] == "succeeded", task
+    assert [c["name"] for c in task["result"]["columns"]] == ["column_1", "column_2"]
+    assert await env.rows("long_first", cast=True) == [(long, "1"), ("short", "2")]
+
+
+async def test_fields_over_131072_characters_import(env: ImportEnv):
+    big, huge = "é" * 131_073, "z" * (3 * 1024 * 1024)
+    env.put("fields.csv", f'k,v\n1,"{big}"\n2,{huge}\n3,small\n'.encode())
+    for on_error in ("abort", "skip"):
+        task = await env.run(path="incoming/fields.csv", table=f"fields_{on_error}", on_error=on_error)
+        assert task["state"] == "succeeded", task
+        assert task["result"]["rejected"] == 0
+        assert await env.rows(f"fields_{on_error}", cast=True) == [("1", big), ("2", huge), ("3", "small")]
+
+
+# -- import options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"null": "a\x00b"}, "NUL"),
+        ({"null": "\\."}, "end-of-data"),
+        ({"delimiter": "\x00"}, "NUL"),
+        ({"quote": "é"}, "ASCII"),
+        ({"encoding": "utf-7"}, "ASCII-compatible"),
+        ({"encoding": "iso2022_jp"}, "ASCII-compatible"),
+        ({"encoding": "utf-8\x00"}, "unknown encoding"),
+        ({"encoding": "shift_jis", "quote": "|"}, "part of another character"),
+        ({"encoding": "gb18030", "quote": "0", "delimiter": ";"}, "part of another character"),
+        ({"path": "a/" * 600 + "x.csv"}, "1024"),
+        ({"path": None, "file_id": "0" * 37}, "36"),
+    ],
+)
+async def test_unsafe_options_are_refused_at_creation(env: ImportEnv, params: dict, fragment: str):
+    env.put("a.csv", b"a\n1\n")
+    body = {"path": "incoming/a.csv", "table": "t", **params}
+    response = await env.client.post("/tasks", json={"kind": "import_csv", "params": body})
+    assert response.status_code == 422, response.text
+    assert fragment in response.text, response.json()
+
+
+async def test_unusual_but_valid_options_mean_the_same_on_both_databases(env: ImportEnv):
+    cases = [
+        ({"delimiter": "\\", "quote": "'", "null": "NUL"}, "1\\'a\\b'\\NUL\n2\\'it''s'\\x\n"),
+        ({"delimiter": "\x1f", "null": "\\N"}, '1\x1f"a\x1fb"\x1f\\N\n2\x1fit\'s\x1fx\n'),
+        ({"delimiter": " ", "quote": "'", "null": "-"}, "1 'a b' -\n2 'it''s' x\n"),
+        ({"encoding": "shift_jis"}, '1,"a,b",\n2,it\'s,x\n'),
+    ]
+    for index, (options, content) in enumerate(cases):
+        env.put(f"odd{index}.csv", content.encode())
+        params = {"path": f"incoming/odd{index}.csv", "table": f"odd{index}", "header": False, "infer_types": False}
+        task = await env.run(**params, **options)
+        assert task["state"] == "succeeded", (options, task)
+        assert await env.rows(f"odd{index}") == [
+            ("1", "a" + options.get("delimiter", ",") + "b", None),
+            ("2", "it's", "x"),
+        ]
+
+
+async def test_copy_options_keep_their_backslashes_whatever_the_server_setting(pg_url: str, tmp_path: Path):
+    """With standard_conforming_strings off (a role's or database's setting) the null option
+    ``\\N`` written into COPY as '\\N' would mean "N": a different null, silently."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _clean_pg, _dsn
+    from tests.test_import_support import _env
+
+    await _clean_pg(pg_url)
+    database = make_url(pg_url).database
+    admin = await asyncpg.connect(_dsn(pg_url))
+    await admin.execute(f'ALTER DATABASE "{database}" SET standard_conforming_strings = off')
+    try:
+        async for env in _env(pg_url, tmp_path, 1024):
+            env.put("nulls.csv", b"v\n\\N\nN\n")
+            task = await env.run(path="incoming/nulls.csv", table="nulls", null="\\N")
+            assert task["state"] == "succeeded", task
+            assert await env.rows("nulls") == [(None,), ("N",)]
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" RESET standard_conforming_strings')
+        await admin.close()

@@ -107,6 +107,10 @@ class PgLoader:
         return csv_scan.quote_copy_end_markers(chunk, self.quote_byte) if marker else chunk
 
     async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[Any], columns: list[str]) -> int:
+        if apg.get_settings().standard_conforming_strings != "on":
+            # asyncpg writes the delimiter, quote and null into COPY as '...' literals, which
+            # only mean what they say (a backslash is a backslash) with this on
+            await apg.execute("SET LOCAL standard_conforming_strings = on")
         status = await apg.copy_to_table(
             self.staging,
             source=pieces,

@@ -12,7 +12,9 @@ Reading a source::
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -29,16 +31,17 @@ from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import File, utcnow
 from app.services import csv_scan
-from app.services.csv_scan import BOM, CsvError
+from app.services.csv_scan import BOM, MAX_RECORD_BYTES, CsvError
 from app.services.files import get_file
 from app.services.keys import Principal
+from app.services.namespaces import MAX_COLUMNS
 from app.services.storage import file_path, linked_to_service, managed_by_service
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
 SAMPLE_ROWS = 1000
-MAX_RECORD_BYTES = 64 * 1024 * 1024
 SUB_CHUNK_BYTES = 256 * 1024
+STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
@@ -126,19 +129,39 @@ class Plan:
     data_start: int  # byte offset of the first data record
     data_end: int  # byte offset where data ends (trailing blank lines excluded)
     first_line: int  # 1-based line number of the first data record
+    renamed: list[dict[str, str]] = field(default_factory=list)  # header → column, where they differ
 
 
 def check_encoding(encoding: str) -> str:
-    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n."""
-    import codecs
-
+    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n,
+    and must not switch meanings mid-stream (UTF-7, ISO-2022, HZ)."""
     try:
         name = codecs.lookup(encoding).name
-    except LookupError:
+    except (LookupError, ValueError):
         raise ValueError(f"unknown encoding {encoding!r}") from None
-    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(("utf-16", "utf-32")):
+    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(STATEFUL_ENCODINGS):
         raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
     return name
+
+
+@functools.lru_cache(maxsize=256)
+def check_quote_bytes(encoding: str, quote: str) -> None:
+    """The quote and the line end are found by their bytes, so no character of the encoding may
+    contain those bytes: in Shift-JIS, Big5 or GBK the second byte of a character can be
+    ``\\``, ``@``, ``|`` or a letter; in GB18030 a digit."""
+    for char in (quote, "\n"):
+        byte = char.encode()
+        for lead in range(0x80, 0x100):
+            for probe in (bytes([lead]) + byte, (bytes([lead]) + byte) * 2):
+                try:
+                    text = probe.decode(encoding)
+                except UnicodeDecodeError:
+                    continue  # not text in this encoding: decode() reports it with its line
+                if text.count(char) != probe.count(byte):
+                    raise ValueError(
+                        f"in encoding {encoding!r} the byte of {char!r} can be part of another character: "
+                        "choose another quote, or convert the file to UTF-8 first"
+                    )
 
 
 def decode(data: bytes, encoding: str, first_line: int) -> str:
@@ -166,17 +189,23 @@ def make_plan(path: Path, params: Any) -> Plan:
     start = len(BOM) if head.startswith(BOM) and params.encoding.replace("_", "-").lower().startswith("utf") else 0
     line = 1
     names: list[str] = []
+    headers: list[str] = []
     if params.header:
         cut = first_cut(head, start, quote) or (len(head) if len(head) >= end else None)
         if cut is None:
             raise Unprocessable("the header line does not end within the first 64 MiB")
         header = decode(head[start:cut], params.encoding, 1)
         rows = csv_scan.parse_rows(header, params.delimiter, params.quote, "\x00")
-        names = csv_scan.sanitize_names([v or "" for v in rows[0][1]]) if rows else []
+        headers = [v or "" for v in rows[0][1]] if rows else []
+        names = csv_scan.sanitize_names(headers)
         line += head.count(b"\n", start, cut)
         start = cut
-    sample = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
-    sample_end = last_cut(sample, quote, start) if len(sample) < end else min(len(sample), end)
+    window = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
+    if len(window) >= end:
+        sample_end: int | None = end
+    else:  # whole records only, and at least the first one however long it is
+        sample_end = last_cut(window, quote, start) or first_cut(head, start, quote)
+        sample_end = sample_end or (end if len(head) >= end else None)
     sample_rows: list[list[str | None]] = []
     if sample_end and sample_end > start:
         try:
@@ -185,19 +214,26 @@ def make_plan(path: Path, params: Any) -> Plan:
             sample_rows = [row for _, row in parsed[:SAMPLE_ROWS]]
         except CsvError:
             sample_rows = []  # the load reports the exact line; inference just falls back to text
+    elif not params.header:
+        raise Unprocessable("the first record does not end within the first 64 MiB")
     width = len(names) or max((len(r) for r in sample_rows), default=0)
+    if width > MAX_COLUMNS:
+        raise Unprocessable(f"the file has {width} columns; a table can have at most {MAX_COLUMNS}")
     if not names:
         if width == 0:
             raise Unprocessable("no columns found: the file has no header and no data")
         names = [f"column_{i}" for i in range(1, width + 1)]
+    renamed = (
+        [{"header": h[:100], "column": n} for h, n in zip(headers, names, strict=True) if h != n] if headers else []
+    )
     if params.columns:
         if len(params.columns) != len(names):
             raise Unprocessable(f"params.columns names {len(params.columns)} columns but the file has {len(names)}")
-        names = [c.name for c in params.columns]
+        names, renamed = [c.name for c in params.columns], []
     inferred = csv_scan.infer_types(sample_rows, len(names)) if params.infer_types else ["text"] * len(names)
     if params.columns:
         inferred = [c.type or t for c, t in zip(params.columns, inferred, strict=True)]
-    return Plan(names, inferred, start, max(end, start), line)
+    return Plan(names, inferred, start, max(end, start), line, renamed)
 
 
 def first_cut(data: bytes, start: int, quote: int) -> int | None:

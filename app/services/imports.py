@@ -181,6 +181,7 @@ class _Job:
             "reject_bytes": 0,
             "columns": columns,
             "types": types,
+            "renamed": plan.renamed,
             "source": source,
             "seconds": 0.0,
         }
@@ -300,6 +301,7 @@ class _Job:
             "rejected": state["rejects"],
             "reject_file_id": rejects.file_id if rejects is not None and state["rejects"] else None,
             "columns": [{"name": n, "type": t} for n, t in zip(state["columns"], state["types"], strict=True)],
+            "renamed": state.get("renamed", []),
             "bytes": state["source"]["size"],
             "seconds": state.get("seconds"),
             "rows_per_second": state.get("rows_per_second"),
