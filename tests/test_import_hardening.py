@@ -189,6 +189,21 @@ async def test_too_many_columns_are_refused_at_creation(env: ImportEnv):
     assert await env.rows("widest") == [("x",) * 1600]
 
 
+async def test_a_row_too_wide_for_postgresql_fails_once_in_words(env: ImportEnv):
+    """1600 bigint columns fit SQLite; on PostgreSQL the row outgrows a page: a per-record
+    error (line, reason), not retried, no SQL, nothing left behind."""
+    env.put("ints.csv", (",".join(f"c{i}" for i in range(1600)) + "\n" + ",".join("7" * 1600) + "\n").encode())
+    task = await env.run(path="incoming/ints.csv", table="ints")
+    if not env.postgres:
+        assert task["state"] == "succeeded", task
+        return
+    assert task["state"] == "failed", task
+    assert task["attempts"] == 1
+    assert task["error"].startswith("line 2: row is too big"), task["error"]
+    _no_sql(task["error"])
+    assert await env.tables() == []
+
+
 async def test_system_column_names_are_renamed_the_same_on_both_databases(env: ImportEnv):
     header = "xmin,CTID,tableoid,cmin,cmax,xmax,oid,rowid,_rowid_,c_xmin,id\n"
     env.put("sys.csv", (header + "1,2,3,4,5,6,7,8,9,10,11\n").encode())
@@ -209,6 +224,74 @@ async def test_system_column_names_are_renamed_the_same_on_both_databases(env: I
     response = await start(env.client, **explicit)
     assert response.status_code == 422, response.text
     assert "system column names" in response.json()["detail"]
+
+
+async def test_a_database_error_mid_import_is_told_in_words_and_not_retried(env8k: ImportEnv):
+    env = env8k
+    write_csv(env.storage / "gone.csv", 20_000)
+    response = await start(env.client, path="gone.csv", table="gone", infer_types=False)
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    await wait_for(env.client, task_id, lambda t: t["progress"]["done"] > 20_000)
+    assert (await env.client.post(f"/tasks/{task_id}/pause")).status_code == 202
+    assert (await wait_state(env.client, task_id, "paused", "succeeded"))["state"] == "paused"
+    staging = f"tsm_import_{task_id.replace('-', '')}"
+    await _drop_table(env, staging)  # the name the next batch is written to no longer exists
+    assert (await env.client.post(f"/tasks/{task_id}/resume")).status_code == 202
+    task = await wait_state(env.client, task_id, "failed", "succeeded")
+    assert task["state"] == "failed", task
+    assert task["attempts"] == 1, task  # the table will not come back by retrying
+    assert task["error"].startswith("database error: "), task["error"]
+    assert staging in task["error"], task["error"]
+    _no_sql(task["error"])
+    assert await env.tables() == []
+
+
+async def _drop_table(env: ImportEnv, table: str) -> None:
+    if env.postgres:
+        import asyncpg
+
+        from tests.conftest import _dsn
+
+        conn = await asyncpg.connect(_dsn(env.db_url))
+        try:
+            await conn.execute(f'DROP TABLE "data_local"."{table}"')
+        finally:
+            await conn.close()
+        return
+    with sqlite3.connect(env.storage / "tables" / "local.sqlite3") as db:
+        db.execute(f'DROP TABLE "{table}"')
+    db.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+async def test_database_errors_are_described_without_sql(db: str, pg_url: str):
+    """describe_error() on real errors of both databases: the message, never the statement."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from app.services.imports import describe_error
+
+    url = "sqlite+aiosqlite://" if db == "sqlite" else pg_url
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(Exception) as caught:
+                await conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+    finally:
+        await engine.dispose()
+    assert "INSERT INTO" in str(caught.value)  # what used to become the task's error
+    message, permanent = describe_error(caught.value)
+    assert message.startswith("database error: ") and "no_such_table" in message, message
+    _no_sql(message)
+    assert permanent
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = 5  # type: ignore[attr-defined]
+    assert describe_error(busy) == ("database error: database is locked", False)
+    assert describe_error(OSError(28, "No space left on device", "/srv/storage/files/x")) == (
+        "storage error: No space left on device",
+        False,
+    )
 
 
 async def test_header_false_first_record_of_128_kib_and_more_imports(env: ImportEnv):

@@ -28,7 +28,8 @@ from app.services.import_source import Batch, Rejects, decode
 from app.services.namespaces import quote as q
 from app.services.runner import TaskContext, TaskInterrupt
 
-ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Errors that one record causes ("row is too big" is a limit): it goes to the rejects
+ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
 COPY_PIECE_BYTES = 1024 * 1024
