@@ -380,3 +380,23 @@ async def test_copy_options_keep_their_backslashes_whatever_the_server_setting(p
     finally:
         await admin.execute(f'ALTER DATABASE "{database}" RESET standard_conforming_strings')
         await admin.close()
+
+
+async def test_discard_is_idempotent_and_needs_no_staging_table(env: ImportEnv):
+    """What a terminal failure's cleanup relies on: it may run before anything was staged, and twice."""
+    import uuid
+
+    from app.models import Task
+    from app.services.imports import ImportCsv
+    from app.services.runner import TaskContext
+
+    params = ImportCsv.params_model.model_validate({"path": "incoming/a.csv", "table": "never", "on_error": "skip"})
+    task = Task(id=str(uuid.uuid4()), kind="import_csv", owner="local", attempts=1, max_attempts=3, progress_done=0)
+    ctx = TaskContext(env.app.state.engine, task, "no-lease")
+    for _ in range(2):  # no schema / tables file yet
+        await ImportCsv().cleanup(params, None, ctx)
+    env.put("a.csv", b"a\n1\n")
+    assert (await env.run(path="incoming/a.csv", table="kept"))["state"] == "succeeded"
+    for _ in range(2):  # the namespace exists now, the staging table still does not
+        await ImportCsv().cleanup(params, None, ctx)
+    assert await env.tables() == ["kept"]

@@ -12,6 +12,7 @@ Reading a source::
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import functools
@@ -86,8 +87,8 @@ async def resolve_source(
     session: AsyncSession, settings: Settings, principal: Principal | None, file_id: str | None, path: str | None
 ) -> Path:
     """The bytes to import. ``principal`` None = the runner, after creation checked access."""
-    if path is not None:
-        return resolve_storage_path(settings, path)
+    if path is not None:  # off the event loop: a hard link's check may list a large directory
+        return await asyncio.to_thread(resolve_storage_path, settings, path)
     assert file_id is not None
     location = file_path(settings, file_id)  # 404 for anything that is not a UUID
     if principal is not None:
