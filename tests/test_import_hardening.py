@@ -147,16 +147,22 @@ def test_everything_the_service_manages_is_refused_by_path(tmp_path: Path, monke
     assert resolve_storage_path(settings, "ok.csv") == (storage / "ok.csv").resolve()
 
 
-async def test_source_swapped_while_paused_is_refused_on_resume(env8k: ImportEnv):
-    """The check runs again on every run, before the resume's fingerprint opens anything."""
-    env = env8k
-    write_csv(env.storage / "swap.csv", 20_000)
-    response = await start(env.client, path="swap.csv", table="swapped", infer_types=False)
+async def _paused_mid_import(env: ImportEnv, name: str) -> str:
+    """An import of storage/<name> (20,000 rows), paused part-way through; its task id."""
+    write_csv(env.storage / name, 20_000)
+    response = await start(env.client, path=name, table="paused_one", infer_types=False)
     assert response.status_code == 201, response.text
     task_id = response.json()["id"]
     await wait_for(env.client, task_id, lambda t: t["progress"]["done"] > 20_000)
     assert (await env.client.post(f"/tasks/{task_id}/pause")).status_code == 202
     assert (await wait_state(env.client, task_id, "paused", "succeeded"))["state"] == "paused"
+    return task_id
+
+
+async def test_source_swapped_while_paused_is_refused_on_resume(env8k: ImportEnv):
+    """The check runs again on every run, before the resume's fingerprint opens anything."""
+    env = env8k
+    task_id = await _paused_mid_import(env, "swap.csv")
     upload = await env.file_row(b"someone's upload\n", state="complete")
     (env.storage / "swap.csv").unlink()
     (env.storage / "swap.csv").symlink_to(env.storage / "files" / upload)
@@ -228,13 +234,7 @@ async def test_system_column_names_are_renamed_the_same_on_both_databases(env: I
 
 async def test_a_database_error_mid_import_is_told_in_words_and_not_retried(env8k: ImportEnv):
     env = env8k
-    write_csv(env.storage / "gone.csv", 20_000)
-    response = await start(env.client, path="gone.csv", table="gone", infer_types=False)
-    assert response.status_code == 201, response.text
-    task_id = response.json()["id"]
-    await wait_for(env.client, task_id, lambda t: t["progress"]["done"] > 20_000)
-    assert (await env.client.post(f"/tasks/{task_id}/pause")).status_code == 202
-    assert (await wait_state(env.client, task_id, "paused", "succeeded"))["state"] == "paused"
+    task_id = await _paused_mid_import(env, "gone.csv")
     staging = f"tsm_import_{task_id.replace('-', '')}"
     await _drop_table(env, staging)  # the name the next batch is written to no longer exists
     assert (await env.client.post(f"/tasks/{task_id}/resume")).status_code == 202
