@@ -72,15 +72,14 @@ def sqlite_database(settings: Settings) -> Path | None:
     return Path(database) if database else None
 
 
-def _database_files(settings: Settings) -> Iterator[Path]:
+def _database_files(settings: Settings) -> set[Path]:
     """Each database file and its siblings, under the name given and the one symlinks lead to.
     The zero-setup location counts too: `tsm-server keys create` without settings opens it."""
+    bases = set()
     for database in (sqlite_database(settings), settings.storage_dir / DEFAULT_DATABASE):
-        if database is None:
-            continue
-        for base in {database.parent.resolve() / database.name, database.resolve()}:
-            for suffix in SQLITE_SIBLINGS:
-                yield base.with_name(base.name + suffix)
+        if database is not None:
+            bases |= {database.parent.resolve() / database.name, database.resolve()}
+    return {base.with_name(base.name + suffix) for base in bases for suffix in SQLITE_SIBLINGS}
 
 
 def _managed_dirs(settings: Settings) -> Iterator[tuple[Path, str]]:
@@ -96,7 +95,7 @@ def managed_by_service(settings: Settings, resolved: Path) -> str | None:
     for folder, what in _managed_dirs(settings):
         if resolved.is_relative_to(folder):
             return what
-    if resolved in set(_database_files(settings)):
+    if resolved in _database_files(settings):
         return OWN_DATABASE
     return None
 
