@@ -8,7 +8,9 @@ target's existence and columns — is answered here for both the creation-time c
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from typing import Literal
@@ -20,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Unprocessable
 from app.services.import_pg import ImportFailed
-from app.services.import_source import check_encoding, check_quote_bytes
 from app.services.kinds import KindParams
 from app.services.namespaces import (
     MAX_COLUMNS,
@@ -31,12 +32,46 @@ from app.services.namespaces import (
     validate_identifier,
 )
 
+STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
+
 
 def _checked(check: Callable[..., str], *args: str) -> str:
     try:
         return check(*args)
     except Unprocessable as exc:
         raise ValueError(exc.detail) from None
+
+
+def check_encoding(encoding: str) -> str:
+    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n,
+    and must not switch meanings mid-stream (UTF-7, ISO-2022, HZ)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, ValueError):
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(STATEFUL_ENCODINGS):
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
+    return name
+
+
+@functools.lru_cache(maxsize=256)
+def check_quote_bytes(encoding: str, quote_char: str) -> None:
+    """The quote and the line end are found by their bytes, so no character of the encoding may
+    contain those bytes: in Shift-JIS, Big5 or GBK the second byte of a character can be
+    ``\\``, ``@``, ``|`` or a letter; in GB18030 a digit."""
+    for char in (quote_char, "\n"):
+        byte = char.encode()
+        for lead in range(0x80, 0x100):
+            for probe in (bytes([lead]) + byte, (bytes([lead]) + byte) * 2):
+                try:
+                    decoded = probe.decode(encoding)
+                except UnicodeDecodeError:
+                    continue  # not text in this encoding: decode() reports it with its line
+                if decoded.count(char) != probe.count(byte):
+                    raise ValueError(
+                        f"in encoding {encoding!r} the byte of {char!r} can be part of another character: "
+                        "choose another quote, or convert the file to UTF-8 first"
+                    )
 
 
 class ColumnSpec(BaseModel):

@@ -13,9 +13,7 @@ Reading a source::
 from __future__ import annotations
 
 import asyncio
-import codecs
 import csv
-import functools
 import hashlib
 import io
 import os
@@ -42,7 +40,6 @@ FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
 SAMPLE_ROWS = 1000
 SUB_CHUNK_BYTES = 256 * 1024
-STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
@@ -131,38 +128,6 @@ class Plan:
     data_end: int  # byte offset where data ends (trailing blank lines excluded)
     first_line: int  # 1-based line number of the first data record
     renamed: list[dict[str, str]] = field(default_factory=list)  # header → column, where they differ
-
-
-def check_encoding(encoding: str) -> str:
-    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n,
-    and must not switch meanings mid-stream (UTF-7, ISO-2022, HZ)."""
-    try:
-        name = codecs.lookup(encoding).name
-    except (LookupError, ValueError):
-        raise ValueError(f"unknown encoding {encoding!r}") from None
-    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(STATEFUL_ENCODINGS):
-        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
-    return name
-
-
-@functools.lru_cache(maxsize=256)
-def check_quote_bytes(encoding: str, quote: str) -> None:
-    """The quote and the line end are found by their bytes, so no character of the encoding may
-    contain those bytes: in Shift-JIS, Big5 or GBK the second byte of a character can be
-    ``\\``, ``@``, ``|`` or a letter; in GB18030 a digit."""
-    for char in (quote, "\n"):
-        byte = char.encode()
-        for lead in range(0x80, 0x100):
-            for probe in (bytes([lead]) + byte, (bytes([lead]) + byte) * 2):
-                try:
-                    text = probe.decode(encoding)
-                except UnicodeDecodeError:
-                    continue  # not text in this encoding: decode() reports it with its line
-                if text.count(char) != probe.count(byte):
-                    raise ValueError(
-                        f"in encoding {encoding!r} the byte of {char!r} can be part of another character: "
-                        "choose another quote, or convert the file to UTF-8 first"
-                    )
 
 
 def decode(data: bytes, encoding: str, first_line: int) -> str:

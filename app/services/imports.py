@@ -36,13 +36,12 @@ from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
 from app.services import csv_scan
-from app.services.import_params import ImportParams, append_columns, staging_name, target_columns
+from app.services.import_params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.import_pg import ImportFailed, PgLoader
 from app.services.import_source import (
     BatchReader,
     RecordError,
     Rejects,
-    check_encoding,
     fingerprint,
     make_plan,
     remove_rejects,
