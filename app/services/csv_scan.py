@@ -25,9 +25,10 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from app.services.namespaces import RESERVED_PREFIXES
+from app.services.namespaces import RESERVED_COLUMNS, RESERVED_PREFIXES
 
 BOM = b"\xef\xbb\xbf"
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 TYPES = ("bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text")
 BOOL_TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
 BOOL_FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
@@ -121,7 +122,11 @@ def quote_copy_end_markers(data: bytes, quote: int) -> bytes:
 
 
 def sanitize_names(raw: Iterable[str]) -> list[str]:
-    """Header names → safe, distinct, lower-case SQL identifiers (never trusted as given)."""
+    """Header names → safe, distinct, lower-case SQL identifiers (never trusted as given).
+
+    A name that starts with a digit or a reserved prefix, or is a system column's, gets
+    ``c_`` in front (``1st`` → ``c_1st``, ``xmin`` → ``c_xmin``), the same on both databases.
+    """
     names: list[str] = []
     seen: set[str] = set()
     for index, value in enumerate(raw, start=1):
@@ -129,7 +134,7 @@ def sanitize_names(raw: Iterable[str]) -> list[str]:
         name = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
         if not name:
             name = f"column_{index}"
-        if name[0].isdigit() or name.startswith(RESERVED_PREFIXES):
+        if name[0].isdigit() or name.startswith(RESERVED_PREFIXES) or name in RESERVED_COLUMNS:
             name = f"c_{name}"
         name = name[:63]
         candidate, suffix = name, 2
@@ -143,6 +148,10 @@ def sanitize_names(raw: Iterable[str]) -> list[str]:
 
 
 # -- parsing (SQLite path, header, sample) ----------------------------------------------
+
+# The csv module refuses fields over 131,072 characters by default; a record may be up to
+# MAX_RECORD_BYTES, and a character is at least a byte. (The limit is per process.)
+csv.field_size_limit(MAX_RECORD_BYTES)
 
 _gc_lock = threading.Lock()
 _gc_holders = 0

@@ -8,8 +8,11 @@ target's existence and columns — is answered here for both the creation-time c
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,16 +22,56 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Unprocessable
 from app.services.import_pg import ImportFailed
-from app.services.import_source import check_encoding
 from app.services.kinds import KindParams
-from app.services.namespaces import owner_schema, quote, sqlite_tables_path, validate_identifier
+from app.services.namespaces import (
+    MAX_COLUMNS,
+    owner_schema,
+    quote,
+    sqlite_tables_path,
+    validate_column_name,
+    validate_identifier,
+)
+
+STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 
 
-def _identifier(value: str, what: str) -> str:
+def _checked(check: Callable[..., str], *args: str) -> str:
     try:
-        return validate_identifier(value, what)
+        return check(*args)
     except Unprocessable as exc:
         raise ValueError(exc.detail) from None
+
+
+def check_encoding(encoding: str) -> str:
+    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n,
+    and must not switch meanings mid-stream (UTF-7, ISO-2022, HZ)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, ValueError):
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(STATEFUL_ENCODINGS):
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
+    return name
+
+
+@functools.lru_cache(maxsize=256)
+def check_quote_bytes(encoding: str, quote_char: str) -> None:
+    """The quote and the line end are found by their bytes, so no character of the encoding may
+    contain those bytes: in Shift-JIS, Big5 or GBK the second byte of a character can be
+    ``\\``, ``@``, ``|`` or a letter; in GB18030 a digit."""
+    for char in (quote_char, "\n"):
+        byte = char.encode()
+        for lead in range(0x80, 0x100):
+            for probe in (bytes([lead]) + byte, (bytes([lead]) + byte) * 2):
+                try:
+                    decoded = probe.decode(encoding)
+                except UnicodeDecodeError:
+                    continue  # not text in this encoding: decode() reports it with its line
+                if decoded.count(char) != probe.count(byte):
+                    raise ValueError(
+                        f"in encoding {encoding!r} the byte of {char!r} can be part of another character: "
+                        "choose another quote, or convert the file to UTF-8 first"
+                    )
 
 
 class ColumnSpec(BaseModel):
@@ -42,12 +85,12 @@ class ColumnSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _identifier(value, "column")
+        return _checked(validate_column_name, value)
 
 
 class ImportParams(KindParams):
-    file_id: str | None = Field(None, description="An uploaded file (state complete) to import.")
-    path: str | None = Field(None, description="Or a file path relative to the storage directory.")
+    file_id: str | None = Field(None, max_length=36, description="An uploaded file (state complete) to import.")
+    path: str | None = Field(None, max_length=1024, description="Or a file path relative to the storage directory.")
     table: str = Field(description="Target table, in your data namespace.")
     mode: Literal["create", "replace", "append"] = Field("create", description="create fails if the table exists.")
     delimiter: str = Field(",", min_length=1, max_length=1)
@@ -55,20 +98,20 @@ class ImportParams(KindParams):
     header: bool = Field(True, description="First record holds the column names.")
     encoding: str = Field("utf-8", max_length=40, description="Any ASCII-compatible encoding; a BOM is skipped.")
     null: str = Field("", max_length=64, description="Unquoted text that means NULL (default: empty field).")
-    columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=1600, description="Names and types.")
+    columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=MAX_COLUMNS, description="Names and types.")
     infer_types: bool = Field(True, description="Guess bigint/numeric/boolean/date/timestamp from a sample.")
     on_error: Literal["abort", "skip"] = Field("abort", description="skip: bad records go to a reject file.")
 
     @field_validator("table")
     @classmethod
     def _table(cls, value: str) -> str:
-        return _identifier(value, "table")
+        return _checked(validate_identifier, value, "table")
 
     @field_validator("delimiter", "quote")
     @classmethod
     def _char(cls, value: str) -> str:
-        if value in "\r\n" or not value.isascii() or value == "\x00":
-            raise ValueError("must be one printable ASCII character, not a line end")
+        if value in "\r\n\x00" or not value.isascii():
+            raise ValueError("must be one ASCII character other than NUL, CR and LF")
         return value
 
     @field_validator("encoding")
@@ -83,8 +126,11 @@ class ImportParams(KindParams):
             raise ValueError("give exactly one of file_id and path")
         if self.delimiter == self.quote:
             raise ValueError("delimiter and quote must differ")
-        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n")):
-            raise ValueError("null must not contain the delimiter, the quote or a line end")
+        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n", "\x00")):
+            raise ValueError("null must not contain the delimiter, the quote, a line end or NUL")
+        if self.null == "\\.":
+            raise ValueError("null must not be \\. (COPY's end-of-data marker)")
+        check_quote_bytes(check_encoding(self.encoding), self.quote)
         if self.columns:
             names = [c.name.lower() for c in self.columns]
             if len(set(names)) != len(names):

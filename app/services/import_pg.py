@@ -28,7 +28,8 @@ from app.services.import_source import Batch, Rejects, decode
 from app.services.namespaces import quote as q
 from app.services.runner import TaskContext, TaskInterrupt
 
-ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Errors that one record causes ("row is too big" is a limit): it goes to the rejects
+ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
 COPY_PIECE_BYTES = 1024 * 1024
@@ -107,6 +108,10 @@ class PgLoader:
         return csv_scan.quote_copy_end_markers(chunk, self.quote_byte) if marker else chunk
 
     async def _copy(self, apg: asyncpg.Connection, pieces: AsyncIterator[Any], columns: list[str]) -> int:
+        if apg.get_settings().standard_conforming_strings != "on":
+            # asyncpg writes the delimiter, quote and null into COPY as '...' literals, which
+            # only mean what they say (a backslash is a backslash) with this on
+            await apg.execute("SET LOCAL standard_conforming_strings = on")
         status = await apg.copy_to_table(
             self.staging,
             source=pieces,

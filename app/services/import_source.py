@@ -12,14 +12,16 @@ Reading a source::
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 import os
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -28,15 +30,15 @@ from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import File, utcnow
 from app.services import csv_scan
-from app.services.csv_scan import BOM, CsvError
+from app.services.csv_scan import BOM, MAX_RECORD_BYTES, CsvError
 from app.services.files import get_file
 from app.services.keys import Principal
-from app.services.storage import file_path, files_dir
+from app.services.namespaces import MAX_COLUMNS
+from app.services.storage import file_path, linked_to_service, managed_by_service
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
 SAMPLE_ROWS = 1000
-MAX_RECORD_BYTES = 64 * 1024 * 1024
 SUB_CHUNK_BYTES = 256 * 1024
 REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
@@ -45,25 +47,36 @@ REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
 def resolve_storage_path(settings: Settings, relative: str) -> Path:
-    """A path inside storage/, never outside it and never into owners' data (422 otherwise)."""
+    """A regular file inside storage/ that the service does not manage itself (422 otherwise).
+
+    Decided by resolved location and ``stat`` before anything opens the file (see
+    app.services.storage): opening the service's own database to find out would already
+    have dropped its locks.
+    """
     pure = PurePosixPath(relative)
     if not relative or "\\" in relative or "\x00" in relative or pure.is_absolute():
         raise Unprocessable(f"path {relative!r} must be relative to the storage directory")
     if ".." in pure.parts:
         raise Unprocessable(f"path {relative!r} must not contain '..'")
     root = settings.storage_dir.resolve()
-    resolved = (root / pure).resolve()
+    try:
+        resolved = (root / pure).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise Unprocessable(f"path {relative!r} cannot be resolved (a symlink loop?)") from None
     if not resolved.is_relative_to(root) or resolved == root:
         raise Unprocessable(f"path {relative!r} leads outside the storage directory")
-    for private in (files_dir(settings).resolve(), (settings.storage_dir / "tables").resolve()):
-        if resolved.is_relative_to(private):
-            raise Unprocessable(f"path {relative!r} is inside owners' data; import by file_id instead")
-    if resolved.parent == root and resolved.name.startswith("tsm.sqlite3"):
-        raise Unprocessable(f"path {relative!r} is the service's own database")
-    if not resolved.exists():
-        raise NotFound(f"no file at storage path {relative!r}")
-    if not resolved.is_file():
+    if (managed := managed_by_service(settings, resolved)) is not None:
+        raise Unprocessable(f"path {relative!r} is {managed}")
+    try:
+        found = resolved.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"no file at storage path {relative!r}") from None
+    except OSError as exc:
+        raise Unprocessable(f"storage path {relative!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(found.st_mode):
         raise Unprocessable(f"storage path {relative!r} is not a regular file")
+    if (managed := linked_to_service(settings, found)) is not None:
+        raise Unprocessable(f"path {relative!r} is a hard link: {managed}")
     return resolved
 
 
@@ -71,8 +84,8 @@ async def resolve_source(
     session: AsyncSession, settings: Settings, principal: Principal | None, file_id: str | None, path: str | None
 ) -> Path:
     """The bytes to import. ``principal`` None = the runner, after creation checked access."""
-    if path is not None:
-        return resolve_storage_path(settings, path)
+    if path is not None:  # off the event loop: a hard link's check may list a large directory
+        return await asyncio.to_thread(resolve_storage_path, settings, path)
     assert file_id is not None
     location = file_path(settings, file_id)  # 404 for anything that is not a UUID
     if principal is not None:
@@ -88,14 +101,20 @@ async def resolve_source(
     return location
 
 
+def open_source(path: Path) -> BinaryIO:
+    """Open a source that resolve_source() returned. It has no symlinks left, so O_NOFOLLOW
+    only refuses one put in its place since the check."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    with path.open("rb") as handle:
+    with open_source(path) as handle:
+        info = os.fstat(handle.fileno())
         head = handle.read(FINGERPRINT_BYTES)
-        handle.seek(max(0, stat.st_size - FINGERPRINT_BYTES))
+        handle.seek(max(0, info.st_size - FINGERPRINT_BYTES))
         tail = handle.read(FINGERPRINT_BYTES)
     digest = hashlib.sha256(head + b"|" + tail).hexdigest()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_head_tail": digest}
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256_head_tail": digest}
 
 
 # -- what is in it ------------------------------------------------------------------------
@@ -108,19 +127,7 @@ class Plan:
     data_start: int  # byte offset of the first data record
     data_end: int  # byte offset where data ends (trailing blank lines excluded)
     first_line: int  # 1-based line number of the first data record
-
-
-def check_encoding(encoding: str) -> str:
-    """Record cutting works on bytes, so the encoding must keep ASCII's bytes for , " and \\n."""
-    import codecs
-
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r}") from None
-    if ',"\r\n;|\t'.encode(name) != b',"\r\n;|\t' or name.startswith(("utf-16", "utf-32")):
-        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
-    return name
+    renamed: list[dict[str, str]] = field(default_factory=list)  # header → column, where they differ
 
 
 def decode(data: bytes, encoding: str, first_line: int) -> str:
@@ -134,8 +141,8 @@ def decode(data: bytes, encoding: str, first_line: int) -> str:
 def make_plan(path: Path, params: Any) -> Plan:
     """Read the head of the file: BOM, header names, and a sample for the column types."""
     quote = ord(params.quote)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    with open_source(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
         head = handle.read(SAMPLE_BYTES)
         while last_cut(head, quote) is None and len(head) < min(size, MAX_RECORD_BYTES):
             head += handle.read(SAMPLE_BYTES)
@@ -148,17 +155,23 @@ def make_plan(path: Path, params: Any) -> Plan:
     start = len(BOM) if head.startswith(BOM) and params.encoding.replace("_", "-").lower().startswith("utf") else 0
     line = 1
     names: list[str] = []
+    headers: list[str] = []
     if params.header:
         cut = first_cut(head, start, quote) or (len(head) if len(head) >= end else None)
         if cut is None:
             raise Unprocessable("the header line does not end within the first 64 MiB")
         header = decode(head[start:cut], params.encoding, 1)
         rows = csv_scan.parse_rows(header, params.delimiter, params.quote, "\x00")
-        names = csv_scan.sanitize_names([v or "" for v in rows[0][1]]) if rows else []
+        headers = [v or "" for v in rows[0][1]] if rows else []
+        names = csv_scan.sanitize_names(headers)
         line += head.count(b"\n", start, cut)
         start = cut
-    sample = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
-    sample_end = last_cut(sample, quote, start) if len(sample) < end else min(len(sample), end)
+    window = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
+    if len(window) >= end:
+        sample_end: int | None = end
+    else:  # whole records only, and at least the first one however long it is
+        sample_end = last_cut(window, quote, start) or first_cut(head, start, quote)
+        sample_end = sample_end or (end if len(head) >= end else None)
     sample_rows: list[list[str | None]] = []
     if sample_end and sample_end > start:
         try:
@@ -167,19 +180,26 @@ def make_plan(path: Path, params: Any) -> Plan:
             sample_rows = [row for _, row in parsed[:SAMPLE_ROWS]]
         except CsvError:
             sample_rows = []  # the load reports the exact line; inference just falls back to text
+    elif not params.header:
+        raise Unprocessable("the first record does not end within the first 64 MiB")
     width = len(names) or max((len(r) for r in sample_rows), default=0)
+    if width > MAX_COLUMNS:
+        raise Unprocessable(f"the file has {width} columns; a table can have at most {MAX_COLUMNS}")
     if not names:
         if width == 0:
             raise Unprocessable("no columns found: the file has no header and no data")
         names = [f"column_{i}" for i in range(1, width + 1)]
+    renamed = (
+        [{"header": h[:100], "column": n} for h, n in zip(headers, names, strict=True) if h != n] if headers else []
+    )
     if params.columns:
         if len(params.columns) != len(names):
             raise Unprocessable(f"params.columns names {len(params.columns)} columns but the file has {len(names)}")
-        names = [c.name for c in params.columns]
+        names, renamed = [c.name for c in params.columns], []
     inferred = csv_scan.infer_types(sample_rows, len(names)) if params.infer_types else ["text"] * len(names)
     if params.columns:
         inferred = [c.type or t for c, t in zip(params.columns, inferred, strict=True)]
-    return Plan(names, inferred, start, max(end, start), line)
+    return Plan(names, inferred, start, max(end, start), line, renamed)
 
 
 def first_cut(data: bytes, start: int, quote: int) -> int | None:
@@ -216,7 +236,7 @@ class BatchReader:
     """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread)."""
 
     def __init__(self, path: Path, end: int, batch_bytes: int, quote: int, *, split: bool = True) -> None:
-        self.handle = path.open("rb")
+        self.handle = open_source(path)
         self.end = end
         self.batch_bytes = batch_bytes
         self.sub_bytes = min(SUB_CHUNK_BYTES, batch_bytes)

@@ -13,7 +13,9 @@
 A resumed run checks the file's fingerprint and goes on from the checkpoint's byte offset.
 A data error is permanent (no retry): the task fails with line, column and reason and its
 staging table is dropped, so the target is untouched; with ``on_error=skip`` bad records go
-to a reject CSV instead (a ``files`` row, downloadable at ``GET /files/{id}``).
+to a reject CSV instead (a ``files`` row, downloadable at ``GET /files/{id}``). A database or
+storage error is told in words, never as SQL: permanent if retrying cannot help (a name or a
+limit the database refuses), retried from the checkpoint otherwise (connection, lock, disk).
 
 Tables live in the owner's namespace (app.services.namespaces), never beside the service's.
 """
@@ -21,22 +23,25 @@ Tables live in the owner's namespace (app.services.namespaces), never beside the
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
-from typing import Any
+from typing import Any, NoReturn
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
 from app.services import csv_scan
-from app.services.import_params import ImportParams, append_columns, staging_name, target_columns
+from app.services.import_params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.import_pg import ImportFailed, PgLoader
 from app.services.import_source import (
     BatchReader,
     RecordError,
     Rejects,
-    check_encoding,
     fingerprint,
     make_plan,
     remove_rejects,
@@ -52,6 +57,17 @@ TARGET_BATCH_SECONDS = 1.0
 TARGET_SQLITE_SECONDS = 0.15
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
+# SQLSTATE classes that retrying cannot cure: feature, data, integrity, names, limits
+PERMANENT_SQLSTATES = ("0A", "22", "23", "42", "54")
+# SQLite primary result codes that retrying can cure: busy, locked, memory, I/O, full, open
+TRANSIENT_SQLITE_CODES = frozenset({5, 6, 7, 10, 13, 14, 15})
+STORAGE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError)
+
+logger = logging.getLogger("tsm.imports")
+
+
+class ImportRetry(Exception):
+    """The database or the storage failed; the next attempt goes on from the checkpoint."""
 
 
 @task_kind("import_csv")
@@ -85,10 +101,12 @@ class ImportCsv(TaskKind[ImportParams]):
         try:
             return await job.run(checkpoint)
         except (ImportFailed, csv_scan.CsvError, TSMError, UnicodeError) as exc:
-            ctx.attempts = ctx.max_attempts  # the data will not change by retrying
-            await job.discard()
-            message = exc.detail if isinstance(exc, TSMError) else str(exc)
-            raise ImportFailed(message) from None
+            await job.give_up(exc.detail if isinstance(exc, TSMError) else str(exc))
+        except STORAGE_ERRORS as exc:
+            message, permanent = describe_error(exc)
+            if permanent:
+                await job.give_up(message)
+            raise ImportRetry(message) from None
         finally:
             job.close()
 
@@ -124,7 +142,17 @@ class _Job:
         state["rows_per_second"] = round(state["rows"] / state["seconds"]) if state["seconds"] > 0 else None
         self.ctx.progress(state["offset"], state["source"]["size"], "bytes")
 
+    async def give_up(self, message: str) -> NoReturn:
+        """A permanent failure: no retry, nothing left behind, the reason as the task's error."""
+        self.ctx.attempts = self.ctx.max_attempts
+        try:
+            await self.discard()
+        except STORAGE_ERRORS:
+            logger.warning("could not remove the failed import's staging table and rejects", exc_info=True)
+        raise ImportFailed(message) from None
+
     async def discard(self) -> None:
+        """Idempotent: also when nothing was staged yet, or it was already removed."""
         async with self.ctx.engine.database.engine.begin() as conn:
             if self.postgres:
                 await self.pg.drop_staging(conn)
@@ -181,6 +209,7 @@ class _Job:
             "reject_bytes": 0,
             "columns": columns,
             "types": types,
+            "renamed": plan.renamed,
             "source": source,
             "seconds": 0.0,
         }
@@ -300,7 +329,25 @@ class _Job:
             "rejected": state["rejects"],
             "reject_file_id": rejects.file_id if rejects is not None and state["rejects"] else None,
             "columns": [{"name": n, "type": t} for n, t in zip(state["columns"], state["types"], strict=True)],
+            "renamed": state.get("renamed", []),
             "bytes": state["source"]["size"],
             "seconds": state.get("seconds"),
             "rows_per_second": state.get("rows_per_second"),
         }
+
+
+def describe_error(exc: BaseException) -> tuple[str, bool]:
+    """(what to tell the owner, whether retrying cannot help) for a database or storage error:
+    the database's own message, never the statement or a stack trace."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig.__cause__ if isinstance(exc.orig.__cause__, asyncpg.PostgresError) else exc.orig
+        return describe_error(cause)
+    if isinstance(exc, asyncpg.PostgresError):
+        message = str(getattr(exc, "message", "") or type(exc).__name__)
+        return f"database error: {message}", str(exc.sqlstate or "").startswith(PERMANENT_SQLSTATES)
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return f"database error: {exc}", code is not None and code & 0xFF not in TRANSIENT_SQLITE_CODES
+    if isinstance(exc, OSError):
+        return f"storage error: {exc.strerror or type(exc).__name__}", False
+    return f"database unavailable: {type(exc).__name__}", False
