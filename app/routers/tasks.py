@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from email.message import Message
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import PrincipalDep
 from app.db import SessionDep
-from app.errors import UnsupportedMediaType, problems, validation_problem
+from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, problems, validation_problem
 from app.routers.params import KindFilter, TaskId
 from app.schemas import BIGINT_MAX, KindRead, TaskCreate, TaskPage, TaskRead, TaskState
 from app.services import tasks as service
@@ -26,6 +26,7 @@ from app.services.engine import TaskEngine
 from app.services.kinds import registry
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+M = TypeVar("M", bound=BaseModel)
 
 
 def get_engine(request: Request) -> TaskEngine:
@@ -48,21 +49,37 @@ TASK_CREATE_BODY = {
 def _parse_task_create(raw: bytes) -> TaskCreate:
     """JSON → TaskCreate, the kind's params checked too; 422 naming the first few errors."""
     try:
-        body = TaskCreate.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _problem_from(exc, "body") from None
+        data = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        where = ["body", exc.pos] if isinstance(exc, json.JSONDecodeError) else ["body"]
+        raise validation_problem([{"loc": where, "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]) from None
+    body = _validate(TaskCreate, data, "body")
     kind = registry.get(body.kind)
     if kind is not None:  # an unknown kind is the service's 422, with the kinds there are
-        try:
-            kind.params_model.model_validate(body.params)
-        except ValidationError as exc:
-            raise _problem_from(exc, "body", "params") from None
+        _validate(kind.params_model, body.params, "body", "params")
     return body
 
 
-def _problem_from(exc: ValidationError, *prefix: str) -> Exception:
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    return validation_problem([{**e, "loc": (*prefix, *e["loc"])} for e in errors], exc.error_count())
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN / Infinity: no database's JSON takes them
+
+
+def _validate(model: type[M], data: Any, *where: str) -> M:
+    """``model.model_validate(data)``; unknown fields of a strict model are counted first, so a
+    body of a hundred thousand of them costs a set difference, not a hundred thousand errors."""
+    if isinstance(data, dict) and model.model_config.get("extra") == "forbid":
+        known = {name for name, field in model.model_fields.items() for name in (name, field.alias) if name}
+        if unknown := [key for key in data if key not in known]:
+            errors = [
+                {"loc": (*where, key), "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+                for key in unknown[:MAX_REPORTED_ERRORS]
+            ]
+            raise validation_problem(errors, len(unknown))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)[:MAX_REPORTED_ERRORS]
+        raise validation_problem([{**e, "loc": (*where, *e["loc"])} for e in errors], exc.error_count()) from None
 
 
 async def _task_create(request: Request) -> TaskCreate:
