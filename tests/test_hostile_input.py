@@ -154,7 +154,9 @@ async def test_x_http_method_override_works_on_every_tus_route(client):
     assert response.status_code == 204 and response.headers["tus-version"] == "1.0.0"
     response = await client.post("/files", headers={**TUS, "Upload-Length": "3", "X-HTTP-Method-Override": "post"})
     url = response.headers["location"].removeprefix("http://tsm.test")
-    response = await client.put(url, headers={**OCTET, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}, content=b"ab")
+    response = await client.put(
+        url, headers={**OCTET, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}, content=b"ab"
+    )
     assert response.status_code == 204 and response.headers["upload-offset"] == "2"
     response = await client.get(url, headers={**TUS, "X-HTTP-Method-Override": "HEAD"})
     assert response.status_code == 200 and response.headers["upload-offset"] == "2" and response.content == b""
