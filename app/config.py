@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_chunk_bytes: int = Field(8 * 1024**3, ge=1)
     # How often each replica looks for expired unfinished uploads to remove.
     upload_sweep_seconds: float = Field(60.0, gt=0)
+    # Every request body but upload bytes (tus has the limits above): larger answers 413.
+    max_json_body_bytes: int = Field(1024**2, ge=1024)
 
     # Imports / exports
     # Largest import batch (one COPY + checkpoint per batch); a pause cancels a running batch.

@@ -17,8 +17,9 @@ from app.config import Settings, get_settings
 from app.db import Database
 from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.middleware import RequestContextMiddleware
+from app.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
 from app.migrate import upgrade
+from app.openapi import install_openapi
 from app.routers import downloads as downloads_router
 from app.routers import files as files_router
 from app.routers import health, tasks
@@ -86,6 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_openapi(app)
+    # Each add wraps the ones before: a request meets RequestContext first, BodyLimit last.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes)
+    app.add_middleware(MethodOverrideMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

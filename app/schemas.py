@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.models import File, Task
 from app.services import states as S
 
+# The largest value a BIGINT column holds (offsets, lengths, event ids): every integer a
+# client sends that reaches one is bounded by it.
+BIGINT_MAX = 2**63 - 1
+
 TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
 
 

@@ -11,14 +11,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import PrincipalDep
 from app.db import SessionDep
-from app.errors import PROBLEM_JSON
+from app.errors import problems
+from app.routers.params import FileId, header_params
 from app.services.downloads import plan_download, stream_body
 from app.services.files import get_file
 from app.services.keys import Principal
 
 router = APIRouter(prefix="/files", tags=["downloads"])
 
-_problem = {"content": {PROBLEM_JSON: {}}}
+_TEXT: dict[str, str] = {"type": "string"}
+ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+CONDITIONAL_HEADERS = (
+    ("If-Match", False, _TEXT, "ETags; none matches → 412."),
+    ("If-None-Match", False, _TEXT, "ETags; one matches → 304."),
+    ("If-Modified-Since", False, _TEXT, "HTTP date; not modified since → 304."),
+    ("If-Unmodified-Since", False, _TEXT, "HTTP date; modified since → 412."),
+)
+RANGE_HEADERS = (
+    ("Range", False, _TEXT, "`bytes=a-b`, `a-`, `-n`, or several separated by commas."),
+    ("If-Range", False, _TEXT, "ETag or HTTP date: the Range applies only while it still matches."),
+)
+DOWNLOAD_PROBLEMS = problems(
+    401,
+    (404, "No such file (or not yours)."),
+    (409, "The file is not complete yet."),
+    (412, "If-Match / If-Unmodified-Since failed."),
+)
 
 
 async def download_response(
@@ -39,15 +57,14 @@ async def download_response(
     "/{file_id}",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The whole file."},
-        206: {"description": "The requested range(s); several ranges come as multipart/byteranges."},
+        200: {"content": ANY_BYTES, "description": "The whole file, as the upload's file type (or octet-stream)."},
+        206: {"content": ANY_BYTES, "description": "The range; several ranges come as multipart/byteranges."},
         304: {"description": "Not modified (If-None-Match / If-Modified-Since)."},
-        404: {"description": "No such file (or not yours).", **_problem},
-        409: {"description": "The file is not complete yet.", **_problem},
-        412: {"description": "If-Match / If-Unmodified-Since failed.", **_problem},
-        416: {"description": "No requested range is satisfiable.", **_problem},
+        **DOWNLOAD_PROBLEMS,
+        **problems((416, "No requested range is satisfiable.")),
     },
+    openapi_extra=header_params(*RANGE_HEADERS, *CONDITIONAL_HEADERS),
 )
-async def download_file(file_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> Response:
+async def download_file(file_id: FileId, request: Request, session: SessionDep, principal: PrincipalDep) -> Response:
     """Download a complete file (upload or export); supports Range, If-Range, If-None-Match and friends."""
     return await download_response(request, session, principal, file_id, "GET")

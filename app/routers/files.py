@@ -8,21 +8,22 @@ from fastapi import APIRouter, Query, Request
 
 from app.auth import PrincipalDep
 from app.db import SessionDep
-from app.errors import PROBLEM_JSON
+from app.errors import problems
+from app.routers.params import FileId, TaskIdFilter
 from app.schemas import FileOrigin, FilePage, FileRead, FileState
 from app.services import files as service
 
 router = APIRouter(prefix="/files", tags=["files"])
 
 
-@router.get("", response_model=FilePage)
+@router.get("", response_model=FilePage, responses=problems(400, 401, 422))
 async def list_files(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     state: FileState | None = None,
     origin: FileOrigin | None = None,
-    task_id: str | None = None,
+    task_id: TaskIdFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> FilePage:
@@ -34,11 +35,7 @@ async def list_files(
     return FilePage(items=[FileRead.from_row(r, base) for r in rows], next_cursor=next_cursor)
 
 
-@router.get(
-    "/{file_id}/info",
-    response_model=FileRead,
-    responses={404: {"description": "No such file (or not yours).", "content": {PROBLEM_JSON: {}}}},
-)
-async def file_info(file_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> FileRead:
+@router.get("/{file_id}/info", response_model=FileRead, responses=problems(401, (404, "No such file (or not yours).")))
+async def file_info(file_id: FileId, request: Request, session: SessionDep, principal: PrincipalDep) -> FileRead:
     """Show one file: state, offset / length, checksum, expiry and its URLs."""
     return FileRead.from_row(await service.get_file(session, principal, file_id), str(request.base_url))

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from app.db import DatabaseDep
-from app.errors import problem
+from app.errors import problem, problems
 from app.schemas import HealthRead
 
 router = APIRouter(tags=["health"])
@@ -18,7 +18,7 @@ async def healthz() -> HealthRead:
     return HealthRead(status="ok")
 
 
-@router.get("/readyz", response_model=HealthRead, responses={503: {"description": "Database unreachable."}})
+@router.get("/readyz", response_model=HealthRead, responses=problems((503, "The database is not reachable.")))
 async def readyz(database: DatabaseDep) -> HealthRead:
     """The service can reach its database and take work."""
     try:

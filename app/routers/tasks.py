@@ -1,23 +1,32 @@
-"""Tasks: start long work, control it, and watch its progress."""
+"""Tasks: start long work, control it, and watch its progress.
+
+``POST /tasks`` reads its body itself: the JSON is parsed and validated (the kind's params
+too) in a worker thread, so one hostile body cannot hold up every other request.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from email.message import Message
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import PrincipalDep
 from app.db import SessionDep
-from app.errors import PROBLEM_JSON
-from app.schemas import KindRead, TaskCreate, TaskPage, TaskRead, TaskState
+from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, problems, validation_problem
+from app.routers.params import KindFilter, TaskId
+from app.schemas import BIGINT_MAX, KindRead, TaskCreate, TaskPage, TaskRead, TaskState
 from app.services import tasks as service
 from app.services.engine import TaskEngine
 from app.services.kinds import registry
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+M = TypeVar("M", bound=BaseModel)
 
 
 def get_engine(request: Request) -> TaskEngine:
@@ -26,11 +35,62 @@ def get_engine(request: Request) -> TaskEngine:
 
 EngineDep = Annotated[TaskEngine, Depends(get_engine)]
 
-_problem = {"content": {PROBLEM_JSON: {}}}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such task (or not yours).", **_problem}}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "Not allowed in the task's current state (named in `current_state`).", **_problem}
+NOT_FOUND = (404, "No such task (or not yours).")
+CONTROL = problems(401, NOT_FOUND, (409, "Not allowed in the task's current state (named in `current_state`)."))
+CONTROL_RESUME = {**CONTROL, **problems(429)}  # resuming counts toward the active-task limit again
+TASK_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}},
+    }
 }
+
+
+def _parse_task_create(raw: bytes) -> TaskCreate:
+    """JSON → TaskCreate, the kind's params checked too; 422 naming the first few errors."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        where = ["body", exc.pos] if isinstance(exc, json.JSONDecodeError) else ["body"]
+        raise validation_problem([{"loc": where, "msg": f"JSON decode error: {exc}", "type": "json_invalid"}]) from None
+    body = _validate(TaskCreate, data, "body")
+    kind = registry.get(body.kind)
+    if kind is not None:  # an unknown kind is the service's 422, with the kinds there are
+        _validate(kind.params_model, body.params, "body", "params")
+    return body
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # NaN / Infinity: no database's JSON takes them
+
+
+def _validate(model: type[M], data: Any, *where: str) -> M:
+    """``model.model_validate(data)``; unknown fields of a strict model are counted first, so a
+    body of a hundred thousand of them costs a set difference, not a hundred thousand errors."""
+    if isinstance(data, dict) and model.model_config.get("extra") == "forbid":
+        known = {name for name, field in model.model_fields.items() for name in (name, field.alias) if name}
+        if unknown := [key for key in data if key not in known]:
+            errors = [
+                {"loc": (*where, key), "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+                for key in unknown[:MAX_REPORTED_ERRORS]
+            ]
+            raise validation_problem(errors, len(unknown))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)[:MAX_REPORTED_ERRORS]
+        raise validation_problem([{**e, "loc": (*where, *e["loc"])} for e in errors], exc.error_count()) from None
+
+
+async def _task_create(request: Request) -> TaskCreate:
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        message = Message()
+        message["content-type"] = content_type
+        subtype = message.get_content_subtype()
+        if message.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            raise UnsupportedMediaType("send the task as Content-Type: application/json")
+    return await run_in_threadpool(_parse_task_create, await request.body())
 
 
 @router.get("/kinds", response_model=list[KindRead])
@@ -42,19 +102,27 @@ async def list_kinds() -> list[KindRead]:
     ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
-async def create_task(body: TaskCreate, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskRead,
+    responses=problems(401, 404, 409, 413, 415, 422, 429),
+    openapi_extra=TASK_CREATE_BODY,
+)
+async def create_task(
+    session: SessionDep, principal: PrincipalDep, engine: EngineDep, body: Annotated[TaskCreate, Depends(_task_create)]
+) -> TaskRead:
     """Start a task of a registered kind; it is queued and picked up by a runner."""
     task = await service.create_task(session, engine, principal, body)
     return TaskRead.from_task(task)
 
 
-@router.get("", response_model=TaskPage)
+@router.get("", response_model=TaskPage, responses=problems(400, 401, 422))
 async def list_tasks(
     session: SessionDep,
     principal: PrincipalDep,
     state: TaskState | None = None,
-    kind: str | None = None,
+    kind: KindFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> TaskPage:
@@ -65,26 +133,26 @@ async def list_tasks(
     return TaskPage(items=[TaskRead.from_task(t) for t in tasks], next_cursor=next_cursor)
 
 
-@router.get("/{task_id}", response_model=TaskRead, responses=NOT_FOUND)
-async def get_task(task_id: str, session: SessionDep, principal: PrincipalDep) -> TaskRead:
+@router.get("/{task_id}", response_model=TaskRead, responses=problems(401, NOT_FOUND))
+async def get_task(task_id: TaskId, session: SessionDep, principal: PrincipalDep) -> TaskRead:
     """Show one task: state, progress, checkpoint, timestamps and error."""
     return TaskRead.from_task(await service.get_task(session, principal, task_id))
 
 
-@router.post("/{task_id}/pause", status_code=202, response_model=TaskRead, responses={**NOT_FOUND, **CONFLICT})
-async def pause_task(task_id: str, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
+@router.post("/{task_id}/pause", status_code=202, response_model=TaskRead, responses=CONTROL)
+async def pause_task(task_id: TaskId, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
     """Pause a task at its next checkpoint (state `pausing`, then `paused`)."""
     return TaskRead.from_task(await service.control_task(session, engine, principal, task_id, "pause"))
 
 
-@router.post("/{task_id}/resume", status_code=202, response_model=TaskRead, responses={**NOT_FOUND, **CONFLICT})
-async def resume_task(task_id: str, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
+@router.post("/{task_id}/resume", status_code=202, response_model=TaskRead, responses=CONTROL_RESUME)
+async def resume_task(task_id: TaskId, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
     """Resume a paused task from its last checkpoint."""
     return TaskRead.from_task(await service.control_task(session, engine, principal, task_id, "resume"))
 
 
-@router.post("/{task_id}/cancel", status_code=202, response_model=TaskRead, responses={**NOT_FOUND, **CONFLICT})
-async def cancel_task(task_id: str, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
+@router.post("/{task_id}/cancel", status_code=202, response_model=TaskRead, responses=CONTROL)
+async def cancel_task(task_id: TaskId, session: SessionDep, principal: PrincipalDep, engine: EngineDep) -> TaskRead:
     """Cancel a task: it stops, its cleanup removes what it made, then it is `cancelled`."""
     return TaskRead.from_task(await service.control_task(session, engine, principal, task_id, "cancel"))
 
@@ -98,15 +166,18 @@ def _sse(event: service.StreamEvent) -> str:
 
 @router.get(
     "/{task_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}, **NOT_FOUND},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."},
+        **problems(401, NOT_FOUND, 422),
+    },
     response_class=StreamingResponse,
 )
 async def task_events(
-    task_id: str,
+    task_id: TaskId,
     session: SessionDep,
     principal: PrincipalDep,
     engine: EngineDep,
-    last_event_id: Annotated[int, Header(ge=0)] = 0,
+    last_event_id: Annotated[int, Header(ge=0, le=BIGINT_MAX, description="Replay state events after this id.")] = 0,
 ) -> StreamingResponse:
     """Stream state changes (`state`), throttled progress (`progress`) and a final `end` event."""
     await service.get_task(session, principal, task_id)  # 404 before the stream starts

@@ -1,8 +1,8 @@
 """tus 1.0.0 at ``/files``: OPTIONS, POST (creation), HEAD, PATCH, DELETE (termination).
 
 Every response carries ``Tus-Resumable: 1.0.0`` (errors too: see :class:`TusRoute`).
-``POST /files/{id}`` with ``X-HTTP-Method-Override: PATCH|DELETE|HEAD`` stands in for those
-methods, for clients behind proxies that only pass GET and POST.
+``X-HTTP-Method-Override`` works on every route here, for clients behind proxies that only
+pass GET and POST: the request is routed as the method it names (see app/middleware.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from fastapi.routing import APIRoute
 
 from app.auth import PrincipalDep
 from app.db import DatabaseDep, SessionDep
-from app.errors import BadRequest, TSMError, UnsupportedMediaType
+from app.errors import BadRequest, TSMError, UnsupportedMediaType, problems
 from app.models import File
-from app.routers.downloads import download_response
+from app.routers.downloads import CONDITIONAL_HEADERS, DOWNLOAD_PROBLEMS, download_response
+from app.routers.params import FileId, header_params
+from app.schemas import BIGINT_MAX
 from app.services import uploads
 from app.services.files import UPLOADING, find_file
 from app.services.tus_protocol import (
@@ -64,6 +66,27 @@ class TusRoute(APIRoute):
 IDLE_LEASES = 5
 
 router = APIRouter(prefix="/files", tags=["uploads (tus 1.0)"], route_class=TusRoute)
+
+NOT_FOUND = (404, "No such upload (or not yours).")
+_SIZE = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
+TUS_RESUMABLE = ("Tus-Resumable", True, {"type": "string", "enum": ["1.0.0"]}, "The tus version; others → 412.")
+UPLOAD_LENGTH = (
+    "Upload-Length",
+    True,
+    _SIZE,
+    "The upload's size in bytes. (Instead, `Upload-Defer-Length: 1` defers it to a later PATCH.)",
+)
+UPLOAD_OFFSET = ("Upload-Offset", True, _SIZE, "Where this chunk starts: the offset HEAD reported.")
+# Upload-Metadata and Upload-Checksum are documented in the route descriptions and the README:
+# their grammar (base64 of UTF-8, digests of an exact length) is more than a schema can say.
+OFFSET_BODY = {"content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def _tus_extra(*headers: tuple[str, bool, dict[str, Any], str], body: str | None = None) -> dict[str, Any]:
+    extra = header_params(*headers)
+    if body is not None:
+        extra["requestBody"] = {**OFFSET_BODY, "required": body == "required"}
+    return extra
 
 
 def _settings(request: Request) -> Any:
@@ -115,7 +138,7 @@ def _patch_request(request: Request, offset_required: bool = True) -> uploads.Pa
     )
 
 
-@router.options("", status_code=204)
+@router.options("", status_code=204, response_class=Response)
 @router.options("/{file_id}", status_code=204, include_in_schema=False)
 async def tus_options(request: Request) -> Response:
     """Describe this tus server: version, extensions, maximum size and checksum algorithms."""
@@ -130,7 +153,13 @@ async def tus_options(request: Request) -> Response:
     )
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_class=Response,
+    responses=problems(400, 401, 412, 413, 415, 429),
+    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_LENGTH, body="optional"),
+)
 async def create_upload(request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
     """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload."""
     check_version(request.headers.get("tus-resumable"))
@@ -162,8 +191,16 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
     return Response(status_code=201, headers=headers)
 
 
-@router.head("/{file_id}", responses={404: {}, 410: {}})
-async def head_upload(file_id: str, request: Request, session: SessionDep, principal: PrincipalDep) -> Response:
+@router.head(
+    "/{file_id}",
+    response_class=Response,
+    responses={304: {"description": "Not modified (a download HEAD)."}, **DOWNLOAD_PROBLEMS, **problems(410)},
+    openapi_extra=header_params(
+        ("Tus-Resumable", False, TUS_RESUMABLE[2], "1.0.0: the upload's offset; absent: a download HEAD."),
+        *CONDITIONAL_HEADERS,
+    ),
+)
+async def head_upload(file_id: FileId, request: Request, session: SessionDep, principal: PrincipalDep) -> Response:
     """tus: the upload's offset (and length, metadata); without Tus-Resumable: a download HEAD."""
     if "tus-resumable" not in request.headers:
         return await download_response(request, session, principal, file_id, "HEAD")
@@ -175,8 +212,14 @@ async def head_upload(file_id: str, request: Request, session: SessionDep, princ
     return Response(status_code=200, headers=headers)
 
 
-@router.patch("/{file_id}", status_code=204, responses={409: {}, 415: {}, 423: {}, 460: {}})
-async def patch_upload(file_id: str, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
+@router.patch(
+    "/{file_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(400, 401, NOT_FOUND, 409, 410, 412, 413, 415, 423, 460, 507),
+    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_OFFSET, body="required"),
+)
+async def patch_upload(file_id: FileId, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
     """Append the body (application/offset+octet-stream) at Upload-Offset; 204 with the new offset."""
     check_version(request.headers.get("tus-resumable"))
     if not is_offset_stream(request.headers.get("content-type")):
@@ -186,24 +229,15 @@ async def patch_upload(file_id: str, request: Request, database: DatabaseDep, pr
     return Response(status_code=204, headers=_upload_headers(row))
 
 
-@router.delete("/{file_id}", status_code=204, responses={404: {}, 410: {}, 423: {}})
-async def delete_upload(file_id: str, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
+@router.delete(
+    "/{file_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(401, NOT_FOUND, (409, "The server is still writing this file."), 410, 412, 423),
+    openapi_extra=header_params(TUS_RESUMABLE),
+)
+async def delete_upload(file_id: FileId, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
     """Terminate an upload (or delete a finished file): the bytes are removed, later requests 404/410."""
     check_version(request.headers.get("tus-resumable"))
     await uploads.terminate(database, _settings(request), principal, file_id)
     return Response(status_code=204)
-
-
-@router.post("/{file_id}", status_code=204, include_in_schema=False)
-async def method_override(
-    file_id: str, request: Request, session: SessionDep, database: DatabaseDep, principal: PrincipalDep
-) -> Response:
-    """POST + X-HTTP-Method-Override: PATCH | DELETE | HEAD."""
-    override = (request.headers.get("x-http-method-override") or "").strip().upper()
-    if override == "PATCH":
-        return await patch_upload(file_id, request, database, principal)
-    if override == "DELETE":
-        return await delete_upload(file_id, request, database, principal)
-    if override == "HEAD":
-        return await head_upload(file_id, request, session, principal)
-    raise BadRequest("POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD")

@@ -3,7 +3,7 @@
 Every parser answers a clear 400 (or 412 / 415) for input the protocol does not allow, so the
 upload service only ever sees validated values:
 
-    Upload-Offset / Upload-Length   1*DIGIT (no sign, no spaces, at most 19 digits)
+    Upload-Offset / Upload-Length   1*DIGIT (no sign, no spaces), at most 2^63-1
     Upload-Metadata                 key SP base64(value) *( "," key [SP base64(value)] )
     Upload-Checksum                 algorithm SP base64(digest)   (sha1, sha256, md5)
 """
@@ -20,6 +20,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from app.errors import BadRequest, PreconditionFailed, TSMError
+from app.schemas import BIGINT_MAX
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
@@ -65,7 +66,10 @@ def parse_uint(name: str, value: str | None) -> int | None:
         return None
     if not _DIGITS.fullmatch(value.strip()):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value.strip())
+    number = int(value.strip())
+    if number > BIGINT_MAX:
+        raise BadRequest(f"{name} must be at most {BIGINT_MAX}, got {number}")
+    return number
 
 
 def _b64decode(text: str) -> bytes:
