@@ -147,8 +147,9 @@ def test_download_interrupted_then_rerun_resumes(live: Live, env: dict[str, str]
 
 
 def test_task_control_round_trip(env: dict[str, str]) -> None:
-    task = ok_json(tsm(env, "--json", "tasks", "start", "record_steps", "-p", "steps=30", "-p", "step_seconds=0.03"))
-    assert task["kind"] == "record_steps" and task["params"]["steps"] == 30
+    # Long enough that a fresh `tsm` process started on a loaded machine still finds it running.
+    task = ok_json(tsm(env, "--json", "tasks", "start", "record_steps", "-p", "steps=20", "-p", "step_seconds=0.25"))
+    assert task["kind"] == "record_steps" and task["params"]["steps"] == 20
     paused = ok_json(tsm(env, "--json", "tasks", "pause", task["id"], "--wait"))
     assert paused["state"] in ("paused", "succeeded")
     shown = ok_json(tsm(env, "--json", "tasks", "show", task["id"]))
