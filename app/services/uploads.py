@@ -29,16 +29,17 @@ from datetime import timedelta
 from typing import Any
 
 import aiofiles
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import Database
-from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TooManyRequests
+from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
 from app.models import File, new_id, utcnow
 from app.services import tus_writer as writer
 from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
 from app.services.keys import Principal
+from app.services.limits import check_open_uploads, check_storage, quota_exceeded, storage_room
 from app.services.storage import file_path
 from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
 from app.services.tus_sweeper import compute_sha256_later
@@ -62,19 +63,6 @@ def _check_size(settings: Settings, length: int) -> None:
         )
 
 
-async def _check_storage(session: AsyncSession, settings: Settings, owner: str, extra: int, exclude: str = "") -> None:
-    used = await session.scalar(
-        select(func.coalesce(func.sum(func.coalesce(File.length, File.offset)), 0)).where(
-            File.owner == owner, File.state.in_((UPLOADING, COMPLETE, WRITING)), File.id != exclude
-        )
-    )
-    if int(used or 0) + extra > settings.max_storage_bytes_per_owner:
-        raise PayloadTooLarge(
-            f"storage quota exceeded: owner {owner!r} uses {int(used or 0)} of "
-            f"{settings.max_storage_bytes_per_owner} bytes and this upload needs {extra} more"
-        )
-
-
 async def create_upload(
     database: Database,
     settings: Settings,
@@ -94,17 +82,8 @@ async def create_upload(
     if length is not None:
         _check_size(settings, length)
     async with database.sessionmaker() as session:
-        open_uploads = await session.scalar(
-            select(func.count())
-            .select_from(File)
-            .where(File.owner == principal.owner, File.origin == "upload", File.state == UPLOADING)
-        )
-        if (open_uploads or 0) >= settings.max_open_uploads_per_owner:
-            raise TooManyRequests(
-                f"owner {principal.owner!r} already has {open_uploads} unfinished uploads "
-                f"(limit {settings.max_open_uploads_per_owner}); finish or DELETE one first"
-            )
-        await _check_storage(session, settings, principal.owner, length or 0)
+        await check_open_uploads(session, principal.owner, settings.max_open_uploads_per_owner)
+        await check_storage(session, settings, principal.owner, length or 0, what="this upload")
         now = utcnow()
         row = File(
             owner=principal.owner,
@@ -165,7 +144,11 @@ async def _acquire(
                     or_(File.expires_at.is_(None), File.expires_at > now),
                     or_(File.lock_token.is_(None), File.lock_expires_at < now),
                 )
-                .values(lock_token=token, lock_expires_at=now + timedelta(seconds=settings.lease_seconds))
+                .values(
+                    lock_token=token,
+                    lock_expires_at=now + timedelta(seconds=settings.lease_seconds),
+                    lock_reserve=None,
+                )
                 .returning(File)
                 .execution_options(synchronize_session=False)
             )
@@ -214,7 +197,14 @@ async def _release(
     database: Database, file_id: str, token: str, *, wait_for_wal: bool = False, **values: Any
 ) -> File | None:
     return await _fenced_update(
-        database, file_id, token, wait_for_wal=wait_for_wal, lock_token=None, lock_expires_at=None, **values
+        database,
+        file_id,
+        token,
+        wait_for_wal=wait_for_wal,
+        lock_token=None,
+        lock_expires_at=None,
+        lock_reserve=None,
+        **values,
     )
 
 
@@ -266,7 +256,7 @@ async def append(
     """Write one PATCH body at ``request.offset``; returns the row with its new offset."""
     token, row = await _acquire(database, settings, principal, file_id, request)
     try:
-        length, limit, message = await _limits(database, settings, row, request)
+        length, limit, message = await _limits(database, settings, row, token, request)
         return await _write(database, settings, row, token, request, length, limit, message, chunks)
     except BaseException:
         # Free the upload at once (a no-op if already released); the next PATCH trims unacknowledged bytes.
@@ -276,7 +266,7 @@ async def append(
 
 
 async def _limits(
-    database: Database, settings: Settings, row: File, request: PatchRequest
+    database: Database, settings: Settings, row: File, token: str, request: PatchRequest
 ) -> tuple[int | None, int, str]:
     """The upload's length after this PATCH, and how many body bytes it may carry (with why)."""
     length = row.length
@@ -285,8 +275,6 @@ async def _limits(
             if request.length < row.offset:
                 raise BadRequest(f"Upload-Length {request.length} is smaller than the offset {row.offset}")
             _check_size(settings, request.length)
-            async with database.sessionmaker() as session:
-                await _check_storage(session, settings, row.owner, request.length, exclude=row.id)
             length = request.length
         elif request.length != row.length:
             raise BadRequest(f"Upload-Length is already {row.length} and cannot change")
@@ -299,7 +287,44 @@ async def _limits(
     )
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Content-Length {request.content_length}: {message}")
+    if row.length is None:
+        limit, message = await _hold_quota(database, settings, row, token, length, limit, message, request)
     return length, limit, message
+
+
+async def _hold_quota(
+    database: Database,
+    settings: Settings,
+    row: File,
+    token: str,
+    length: int | None,
+    limit: int,
+    message: str,
+    request: PatchRequest,
+) -> tuple[int, str]:
+    """An upload of unknown length takes its share of the quota under the owner's lock: a length
+    declared now is stored at once; otherwise this PATCH holds the room it may fill."""
+    async with database.sessionmaker() as session:
+        used, room = await storage_room(session, settings, row.owner, exclude=row.id)
+        if length is not None:
+            if length > room:
+                raise quota_exceeded(settings, row.owner, used, "this upload", length)
+            values: dict[str, Any] = {"length": length}
+        else:
+            room = max(0, room - row.offset)
+            if request.content_length is not None and request.content_length > room:
+                raise quota_exceeded(settings, row.owner, used + row.offset, "this PATCH", request.content_length)
+            if room < limit:
+                limit = room
+                message = f"storage quota exceeded: this upload may grow by {room} more bytes"
+            values = {
+                "lock_reserve": row.offset + (limit if request.content_length is None else request.content_length)
+            }
+        held = await session.execute(update(File).where(File.id == row.id, File.lock_token == token).values(**values))
+        if held.rowcount != 1:  # type: ignore[attr-defined]
+            raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
+        await session.commit()
+    return limit, message
 
 
 async def _write(
