@@ -1,9 +1,10 @@
 """Owner limits hold under parallel requests (a real server, both databases), and the storage
-quota holds for uploads of unknown length."""
+quota holds for uploads of unknown length; an empty upload is complete, hash included, at once."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,11 @@ async def test_two_deferred_length_patches_at_once_share_the_quota(settings):
         assert sorted(a.status_code for a in answers) in ([204, 413], [413, 413]), [a.text for a in answers]
         offsets = [int((await client.head(url, headers=TUS)).headers["upload-offset"]) for url in urls]
         assert sum(offsets) <= quota, offsets
+
+
+async def test_a_zero_byte_upload_has_its_sha256_at_creation(client):
+    response = await client.post("/files", headers={**TUS, "Upload-Length": "0"})
+    assert response.status_code == 201
+    file_id = response.headers["location"].rsplit("/", 1)[1]
+    info = (await client.get(f"/files/{file_id}/info")).json()
+    assert (info["state"], info["sha256"]) == ("complete", hashlib.sha256(b"").hexdigest())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, saf
 from app.services.tus_sweeper import compute_sha256_later
 
 logger = logging.getLogger("tsm.uploads")
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ async def create_upload(
             created_at=now,
             updated_at=now,
             completed_at=now if length == 0 else None,
+            sha256=EMPTY_SHA256 if length == 0 else None,  # complete at once: nothing to hash later
         )
         session.add(row)
         await session.flush()
