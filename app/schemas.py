@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.models import File, Task
 from app.services import states as S
 
-TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
+TaskState = Literal[
+    "queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failing", "failed"
+]
 
 
 class TaskCreate(BaseModel):

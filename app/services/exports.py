@@ -5,7 +5,7 @@
             repeat: page → append to file → fsync → checkpoint(position, byte offset, rows)
             done:   cut the file at its offset, files row "complete" (downloadable at /files/{id})
     resume: truncate the file back to the checkpoint's offset, continue from its position
-    cancel: delete the file and its row
+    cancel, or a final failure: delete the file and its row (the engine runs the cleanup)
 
 So a resumed export, after a pause or a crash, writes exactly the bytes an uninterrupted one
 would. Pages are read in separate transactions: the file is not one snapshot of the table, and
@@ -242,10 +242,6 @@ class ExportCsv(TaskKind[ExportParams]):
         try:
             source = await open_source(settings, ctx.engine.database.url, owner, params, session)
             return await self._export(params, checkpoint, source, ctx)
-        except Exception:
-            if ctx.attempts >= ctx.max_attempts:  # no retry will use the partial file
-                await remove_export(ctx, ctx.checkpoint_state)
-            raise
         finally:
             if source is not None:
                 await source.close()
