@@ -1,5 +1,6 @@
-"""Owner limits hold under parallel requests (a real server, both databases), and the storage
-quota holds for uploads of unknown length; an empty upload is complete, hash included, at once."""
+"""Owner limits hold under parallel requests (a real server, both databases); the storage quota
+holds for uploads of unknown length and for exports; an empty upload is complete, hash included,
+at once."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import httpx
 
 from app.services.storage import file_path
-from tests.conftest import open_app
+from tests.conftest import open_app, wait_state
 from tests.server import LiveServer, poll
+from tests.test_exports import Tables, file_rows
 from tests.test_tus_support import OCTET, TUS, get_row, new_upload, patch
 
 PARALLEL = 50
@@ -123,3 +125,25 @@ async def test_a_zero_byte_upload_has_its_sha256_at_creation(client):
     file_id = response.headers["location"].rsplit("/", 1)[1]
     info = (await client.get(f"/files/{file_id}/info")).json()
     assert (info["state"], info["sha256"]) == ("complete", hashlib.sha256(b"").hexdigest())
+
+
+async def test_an_export_past_the_storage_quota_fails_and_leaves_no_file(settings):
+    quota = 4000
+    async with open_app(settings, max_storage_bytes_per_owner=quota, export_page_rows=5) as (app, client):
+        await Tables(settings).people(count=400)  # about 10 kB of CSV
+        upload_id = (await new_upload(client, 1000)).rsplit("/", 1)[1]  # counts with its declared length
+        body = {"kind": "export_csv", "params": {"table": "people"}, "max_attempts": 3}
+        task_id = (await client.post("/tasks", json=body)).json()["id"]
+        failed = await wait_state(client, task_id, "failed", "succeeded")
+        assert failed["state"] == "failed", failed
+        assert failed["error"].startswith("storage quota exceeded: "), failed["error"]
+        assert failed["attempts"] == 1, "a full quota is not retried"
+        assert await file_rows(app, task_id) == []
+        assert [p.name for p in (settings.storage_dir / "files").iterdir()] == [upload_id]
+        # An export that fits is written, and counted.
+        small = {"kind": "export_csv", "params": {"table": "people", "columns": ["id"]}}
+        done = await wait_state(client, (await client.post("/tasks", json=small)).json()["id"], "succeeded", "failed")
+        assert done["state"] == "succeeded", done
+        free = quota - 1000 - done["result"]["bytes"]
+        assert (await client.post("/files", headers={**TUS, "Upload-Length": str(free + 1)})).status_code == 413
+        assert (await client.post("/files", headers={**TUS, "Upload-Length": str(free)})).status_code == 201
