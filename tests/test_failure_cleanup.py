@@ -5,19 +5,23 @@ itself. Nothing is left behind, and the owner's limits are free again (both data
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy import select, update
 
 from app.models import Task, TaskEvent
 from app.services.upkeep import RUNNER_LOST
-from tests.conftest import make_settings, wait_for, wait_state
+from tests.conftest import _dsn, make_settings, wait_for, wait_state
 from tests.server import LiveServer, poll
 from tests.test_exports import Tables
-from tests.test_import_support import list_tables, read_rows, write_csv
+from tests.test_import_support import SCHEMA, ImportEnv, import_env, list_tables, read_rows, write_csv
 from tests.test_tus_support import TUS
+
+__all__ = ["import_env"]  # the `env` fixture
 
 
 def fail_then_clean(name: str) -> dict[str, Any]:
@@ -66,6 +70,30 @@ async def test_a_runner_lost_on_the_last_attempt_is_cleaned_up(app, client, sett
     assert failed["error"] == RUNNER_LOST
     assert not (settings.storage_dir / "marker-lost").exists()
     assert (await states_of(app, task_id))[-2:] == ["failing", "failed"]
+
+
+async def test_a_non_data_error_on_the_last_attempt_drops_the_staging_table(env: ImportEnv):
+    write_csv(env.storage / "big.csv", 5000)
+    body = {"kind": "import_csv", "params": {"path": "big.csv", "table": "big"}, "max_attempts": 1}
+    task_id = (await env.client.post("/tasks", json=body)).json()["id"]
+    await wait_for(env.client, task_id, lambda t: t["progress"]["done"] > 0)
+    assert (await env.client.post(f"/tasks/{task_id}/pause")).status_code == 202
+    await wait_state(env.client, task_id, "paused")
+    (staging,) = await env.tables()
+    rename = f'ALTER TABLE {{}}"{staging}" RENAME COLUMN "name" TO "renamed"'  # the next batch fails on it
+    if env.postgres:
+        conn = await asyncpg.connect(_dsn(env.db_url))
+        try:
+            await conn.execute(rename.format(f'"{SCHEMA}".'))
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(env.storage / "tables" / "local.sqlite3") as db:
+            db.execute(rename.format(""))
+    assert (await env.client.post(f"/tasks/{task_id}/resume")).status_code == 202
+    failed = await wait_state(env.client, task_id, "failed")
+    assert failed["error"] and failed["attempts"] == 1
+    assert await env.tables() == []
 
 
 # --- real servers, killed -------------------------------------------------------------------
