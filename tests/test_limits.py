@@ -60,6 +60,20 @@ def test_parallel_task_creates_and_resumes_never_pass_the_active_task_limit(db_u
         assert _active(server) == limit
 
 
+async def test_two_resumes_of_one_task_at_the_limit_are_both_harmless(settings):
+    async with open_app(settings, max_active_tasks_per_owner=1) as (_app, client):
+        task_id = (await client.post("/tasks", json=LONG_TASK)).json()["id"]
+        await client.post(f"/tasks/{task_id}/pause")
+        await wait_state(client, task_id, "paused")
+        for _ in range(3):
+            answers = await asyncio.gather(*(client.post(f"/tasks/{task_id}/resume") for _ in range(2)))
+            assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+            await client.post(f"/tasks/{task_id}/pause")
+            await wait_state(client, task_id, "paused")
+        assert (await client.post("/tasks", json=LONG_TASK)).status_code == 201
+        assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 429
+
+
 def test_parallel_upload_creates_never_pass_the_open_upload_limit(db_url: str, tmp_path: Path) -> None:
     limit = 20
     with LiveServer(db_url, tmp_path / "storage", TSM_MAX_OPEN_UPLOADS_PER_OWNER=limit) as server:

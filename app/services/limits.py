@@ -41,11 +41,11 @@ async def lock_owner(db: Executor, owner: str) -> None:
     await db.execute(_LOCK, {"owner": owner})
 
 
-async def check_active_tasks(db: Executor, owner: str, limit: int) -> None:
-    """429 unless ``owner`` may have one more queued or running task."""
+async def check_active_tasks(db: Executor, owner: str, limit: int, exclude: str = "") -> None:
+    """429 unless ``owner`` may have one more active task (``exclude``, the one to resume, aside)."""
     await lock_owner(db, owner)
     active = await db.scalar(
-        select(func.count()).select_from(Task).where(Task.owner == owner, Task.state.in_(S.ACTIVE))
+        select(func.count()).select_from(Task).where(Task.owner == owner, Task.state.in_(S.ACTIVE), Task.id != exclude)
     )
     if (active or 0) >= limit:
         raise TooManyRequests(f"owner {owner!r} already has {active} active tasks (limit {limit})")

@@ -112,7 +112,8 @@ async def control_task(
     spec = S.ACTIONS[action]
     task = await get_task(session, principal, task_id)
     if action == "resume" and task.state == S.PAUSED:
-        await check_active_tasks(session, task.owner, engine.settings.max_active_tasks_per_owner)
+        # Not counting the task itself: a resume racing this one may have queued it already.
+        await check_active_tasks(session, task.owner, engine.settings.max_active_tasks_per_owner, exclude=task.id)
     now = utcnow()
     for rule in spec.rules:
         values: dict[str, Any] = {"state": rule.target, "control": rule.control, "updated_at": now}
