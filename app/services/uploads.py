@@ -324,8 +324,10 @@ async def _hold_quota(
             values = {
                 "lock_reserve": row.offset + (limit if request.content_length is None else request.content_length)
             }
-        held = await session.execute(update(File).where(File.id == row.id, File.lock_token == token).values(**values))
-        if held.rowcount != 1:  # type: ignore[attr-defined]
+        held = await session.execute(
+            update(File).where(File.id == row.id, File.lock_token == token).values(**values).returning(File.id)
+        )
+        if held.first() is None:
             raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
         await session.commit()
     return limit, message
