@@ -11,18 +11,19 @@ writing later could not wait, it would fail with SQLITE_BUSY. So call the checks
 write of the transaction. Other owners never wait for each other on PostgreSQL.
 
 An upload's stored bytes are its declared length, else its offset; a PATCH streaming into an
-upload of unknown length holds ``lock_reserve`` (the offset it may reach) while its lock lasts.
+upload of unknown length holds ``lock_reserve`` (the offset it may reach: ``hold_quota``) for
+as long as its lock lasts, so a crashed writer's hold lapses with its lock.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
-from app.errors import PayloadTooLarge, TooManyRequests
+from app.errors import Locked, PayloadTooLarge, TooManyRequests
 from app.models import File, Task, utcnow
 from app.services import states as S
 from app.services.files import COMPLETE, UPLOADING, WRITING
@@ -33,7 +34,7 @@ _LOCK = text("INSERT INTO owner_locks (owner) VALUES (:owner) ON CONFLICT (owner
 
 
 class QuotaExceeded(PayloadTooLarge):
-    """storage quota exceeded"""
+    """The owner's storage quota would be exceeded."""
 
 
 async def lock_owner(db: Executor, owner: str) -> None:
@@ -96,3 +97,36 @@ async def check_storage(
     used, room = await storage_room(db, settings, owner, exclude)
     if extra > room:
         raise quota_exceeded(settings, owner, used, what, extra)
+
+
+async def hold_quota(
+    db: Executor,
+    settings: Settings,
+    row: File,
+    token: str,
+    length: int | None,
+    limit: int,
+    message: str,
+    content_length: int | None,
+) -> tuple[int, str]:
+    """A PATCH (holding lock ``token``) into ``row``, an upload of unknown length, takes its share
+    of the quota: a length declared now is stored at once; otherwise the PATCH holds the room it
+    may fill. Returns the body limit, cut to that room, and why it is what it is."""
+    used, room = await storage_room(db, settings, row.owner, exclude=row.id)
+    if length is not None:
+        if length > room:
+            raise quota_exceeded(settings, row.owner, used, "this upload", length)
+        values: dict[str, Any] = {"length": length}
+    else:
+        room = max(0, room - row.offset)
+        if content_length is not None and content_length > room:
+            raise quota_exceeded(settings, row.owner, used + row.offset, "this PATCH", content_length)
+        if room < limit:
+            limit, message = room, f"storage quota exceeded: this upload may grow by {room} more bytes"
+        values = {"lock_reserve": row.offset + (limit if content_length is None else content_length)}
+    held = await db.execute(
+        update(File).where(File.id == row.id, File.lock_token == token).values(**values).returning(File.id)
+    )
+    if held.first() is None:
+        raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
+    return limit, message

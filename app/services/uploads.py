@@ -40,7 +40,7 @@ from app.models import File, new_id, utcnow
 from app.services import tus_writer as writer
 from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
 from app.services.keys import Principal
-from app.services.limits import check_open_uploads, check_storage, quota_exceeded, storage_room
+from app.services.limits import check_open_uploads, check_storage, hold_quota
 from app.services.storage import file_path
 from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
 from app.services.tus_sweeper import compute_sha256_later
@@ -291,46 +291,13 @@ async def _limits(
     )
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Content-Length {request.content_length}: {message}")
-    if row.length is None:
-        limit, message = await _hold_quota(database, settings, row, token, length, limit, message, request)
+    if row.length is None:  # the quota could not be taken at creation: take it now
+        async with database.sessionmaker() as session:
+            limit, message = await hold_quota(
+                session, settings, row, token, length, limit, message, request.content_length
+            )
+            await session.commit()
     return length, limit, message
-
-
-async def _hold_quota(
-    database: Database,
-    settings: Settings,
-    row: File,
-    token: str,
-    length: int | None,
-    limit: int,
-    message: str,
-    request: PatchRequest,
-) -> tuple[int, str]:
-    """An upload of unknown length takes its share of the quota under the owner's lock: a length
-    declared now is stored at once; otherwise this PATCH holds the room it may fill."""
-    async with database.sessionmaker() as session:
-        used, room = await storage_room(session, settings, row.owner, exclude=row.id)
-        if length is not None:
-            if length > room:
-                raise quota_exceeded(settings, row.owner, used, "this upload", length)
-            values: dict[str, Any] = {"length": length}
-        else:
-            room = max(0, room - row.offset)
-            if request.content_length is not None and request.content_length > room:
-                raise quota_exceeded(settings, row.owner, used + row.offset, "this PATCH", request.content_length)
-            if room < limit:
-                limit = room
-                message = f"storage quota exceeded: this upload may grow by {room} more bytes"
-            values = {
-                "lock_reserve": row.offset + (limit if request.content_length is None else request.content_length)
-            }
-        held = await session.execute(
-            update(File).where(File.id == row.id, File.lock_token == token).values(**values).returning(File.id)
-        )
-        if held.first() is None:
-            raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
-        await session.commit()
-    return limit, message
 
 
 async def _write(
