@@ -151,12 +151,15 @@ def test_kill_on_the_last_attempt_of_an_import_leaves_nothing(db_url: str, tmp_p
     with LiveServer(db_url, storage, **env) as server:
         task_id = start(server, {"kind": "import_csv", "params": params, "max_attempts": 1})
         size = source.stat().st_size
-        at_kill = wait_task(server, task_id, lambda t: t["state"] != "running" or t["progress"]["done"] > size / 4)
+        at_kill = wait_task(
+            server, task_id, lambda t: t["state"] not in ("queued", "running") or t["progress"]["done"] > size / 4
+        )
         assert at_kill["state"] == "running", at_kill
+        rejects = poll(lambda: next((f for f in files(server) if f["origin"] == "rejects"), None), what="rejects")
         staging = asyncio.run(list_tables(db_url, settings))
         assert len(staging) == 1 and staging[0].startswith("tsm_import_"), staging
         assert asyncio.run(read_rows(db_url, settings, staging[0])), "the staging table has rows"
-        (rejects,) = [f for f in files(server) if f["origin"] == "rejects"]
+        assert get_task(server, task_id)["state"] == "running"
         server.kill()
     assert (storage / "files" / rejects["id"]).exists()
     with LiveServer(db_url, storage, **env) as again:
@@ -178,7 +181,9 @@ def test_kill_on_the_last_attempt_of_an_export_leaves_nothing(db_url: str, tmp_p
     env = {"TSM_EXPORT_PAGE_ROWS": 5, "TSM_MAX_STORAGE_BYTES_PER_OWNER": quota}
     with LiveServer(db_url, storage, **env) as server:
         task_id = start(server, {"kind": "export_csv", "params": {"table": "people"}, "max_attempts": 1})
-        at_kill = wait_task(server, task_id, lambda t: t["state"] != "running" or t["progress"]["done"] >= 50)
+        at_kill = wait_task(
+            server, task_id, lambda t: t["state"] not in ("queued", "running") or t["progress"]["done"] >= 50
+        )
         assert at_kill["state"] == "running", at_kill
         file_id = at_kill["checkpoint"]["file_id"]
         assert [(f["id"], f["state"]) for f in files(server)] == [(file_id, "writing")]
