@@ -9,12 +9,17 @@ Every line says whose work it is about, without any call site passing it along:
 The values live in context variables, so each request and each running task (an asyncio task
 of its own) sees only its own; the filter sits on the handler, so lines from every logger
 (``tsm.*``, ``uvicorn.*``, a plug-in kind's own) get them.
+
+Logged text often comes from outside (a request path, a header, a file name): in plain text,
+control characters are escaped and a traceback's lines are indented, so a record's first line
+is the only one that starts at column 0 and nobody can forge a line. JSON escapes by itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -112,19 +117,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: whatever a viewer
+# could take for the end of a line (or use to rewrite it, as terminal escapes do).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control characters become their backslash escapes."""
+    return _CONTROL.sub(_escape_control, text)
+
+
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message [request_id=… owner=… task_id=…]``."""
+    """``time LEVEL logger: message [request_id=… owner=… task_id=…]``, then any traceback,
+    indented."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = escape_controls(self.formatMessage(record))
         tags = " ".join(f"{key}={getattr(record, key)}" for key in CONTEXT_FIELDS if getattr(record, key, None))
-        if not tags:
-            return line
-        head, sep, tail = line.partition("\n")  # keep a traceback below the tagged line
-        return f"{head} [{tags}]{sep}{tail}"
+        if tags:
+            line = f"{line} [{escape_controls(tags)}]"
+        below: list[str] = []
+        if record.exc_info:
+            record.exc_text = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            below.append(record.exc_text)
+        if record.stack_info:
+            below.append(self.formatStack(record.stack_info))
+        for block in below:
+            line += "".join(f"\n  {escape_controls(part)}" for part in block.splitlines())
+        return line
 
 
 class _Stderr:

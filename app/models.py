@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 typed models: API keys, tasks, task events and files.
+"""SQLAlchemy 2 typed models: API keys, tasks, task events, files and owner locks.
 
 Every task and file carries an ``owner``; services always filter by it.
 """
@@ -128,7 +128,18 @@ class File(Base):
     # Replicas serialise PATCHes on an upload through this column (see services/uploads.py).
     lock_token: Mapped[str | None] = mapped_column(String(36), default=None)
     lock_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The offset the PATCH holding the lock may write up to, on an upload of unknown length:
+    # counted toward the owner's quota while the lock lasts (see services/limits.py).
+    lock_reserve: Mapped[int | None] = mapped_column(BigInteger, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class OwnerLock(Base):
+    """One row per owner, locked by whoever checks and uses that owner's limits."""
+
+    __tablename__ = "owner_locks"
+
+    owner: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -14,7 +14,9 @@ from app.services import states as S
 # client sends that reaches one is bounded by it.
 BIGINT_MAX = 2**63 - 1
 
-TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
+TaskState = Literal[
+    "queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failing", "failed"
+]
 
 
 class TaskCreate(BaseModel):

@@ -12,7 +12,9 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-TaskState = Literal["queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failed"]
+TaskState = Literal[
+    "queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failing", "failed"
+]
 TERMINAL_STATES: frozenset[str] = frozenset({"cancelled", "succeeded", "failed"})
 
 T = TypeVar("T")

@@ -92,3 +92,30 @@ class FinishOnRequest(TaskKind[KindParams]):
         await ctx.stop_event.wait()
         await ctx.checkpoint({"started": True, "finished": True}, final=True)
         return {"finished": True}
+
+
+class FailingParams(KindParams):
+    name: str = Field(pattern=r"^[a-z]+$")
+
+
+@task_kind("fail_then_clean")
+class FailThenClean(TaskKind[FailingParams]):
+    """Makes ``made-<name>`` in storage, then fails. Its cleanup notes each call in
+    ``cleanups-<name>``, waits for ``release-<name>`` to exist, then removes what run() made."""
+
+    params_model = FailingParams
+
+    async def run(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
+        (ctx.engine.settings.storage_dir / f"made-{params.name}").write_text("made by a task")
+        await ctx.checkpoint({"made": True})
+        raise RuntimeError(f"{params.name} failed on purpose")
+
+    async def cleanup(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
+        storage = ctx.engine.settings.storage_dir
+        with (storage / f"cleanups-{params.name}").open("a") as calls:
+            calls.write("cleanup\n")
+        while True:  # another process (the test) makes the file: no event to wait on
+            if (storage / f"release-{params.name}").exists():
+                break
+            await asyncio.sleep(0.02)
+        (storage / f"made-{params.name}").unlink(missing_ok=True)

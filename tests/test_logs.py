@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import re
+import sys
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from app.logs import ContextFilter, JsonFormatter, TextFormatter, bind, request_context
 from app.main import create_app
 from tests.conftest import make_settings, wait_state
+from tests.server import LiveServer
 
 
 async def test_request_id_is_kept_or_made_and_echoed(client):
@@ -108,3 +111,36 @@ def test_context_reaches_lines_logged_inside_a_request_and_is_restored():
     }
     assert TextFormatter().format(inside).endswith("about a task [request_id=req-9 owner=alice task_id=t-1]")
     assert TextFormatter().format(outside).endswith("after the request")
+
+
+FORGED = "2026-01-01 00:00:00,000 WARNING tsm.auth: owner admin logged in"
+
+
+def test_control_characters_in_a_request_path_cannot_forge_a_log_line(tmp_path):
+    storage = tmp_path / "storage"
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'tsm.sqlite3'}"
+    with LiveServer(db_url, storage, TSM_LOG_LEVEL="info") as server:
+        path = "/tasks/x%0A" + quote(FORGED) + "%0D%0B%1B%5B2J%E2%80%A8%C2%85"
+        assert httpx.get(server.url + path).status_code == 404
+    lines = server.log.read_text().splitlines()
+    assert not any(line.startswith(FORGED[:23]) for line in lines), lines
+    (access,) = [line for line in lines if "tsm.access" in line and "/tasks/x" in line]
+    assert "GET /tasks/x\\n2026-01-01 00:00:00,000 WARNING" in access
+    assert "logged in\\r\\x0b\\x1b[2J\\u2028\\x85 404 " in access
+
+
+def test_every_text_field_is_escaped_and_only_a_records_first_line_starts_a_line():
+    record = _record("user said %s", request_id="r\n1", route="/x\r\ny")
+    record.args = ("hi\nthere",)
+    try:
+        raise ValueError("bad\n" + FORGED)
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    text = TextFormatter().format(record)
+    first, *rest = text.split("\n")
+    assert first.endswith("user said hi\\nthere [request_id=r\\n1]")
+    assert rest and all(line.startswith("  ") for line in rest), rest
+    assert any(line.strip() == FORGED for line in rest), "the traceback is kept, indented"
+    as_json = json.loads(JsonFormatter().format(record))
+    assert (as_json["message"], as_json["route"]) == ("user said hi\nthere", "/x\r\ny")
+    assert "\n" not in JsonFormatter().format(record)

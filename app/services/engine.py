@@ -123,7 +123,7 @@ class TaskEngine:
     async def _claim_loop(self) -> None:
         while True:
             try:
-                # Cleanups of cancelled tasks do not wait for a slot: they are short and free space.
+                # Cleanups (cancelling, failing) do not wait for a slot: they are short and free space.
                 while (task := await self._claim_one(cleanup=True)) is not None:
                     cleanup = asyncio.create_task(self._run(task), name=f"tsm-cleanup-{task.id}")
                     self._cleanups.add(cleanup)
@@ -150,7 +150,7 @@ class TaskEngine:
     def _claimable(self, now: Any, *, cleanup: bool) -> Any:
         if cleanup:
             return and_(
-                Task.state == S.CANCELLING,
+                Task.state.in_(S.AFTER_CLEANUP),
                 or_(Task.lease_expires_at.is_(None), Task.lease_expires_at < now),
             )
         return and_(Task.state == S.QUEUED, or_(Task.run_after.is_(None), Task.run_after <= now))
@@ -208,7 +208,7 @@ class TaskEngine:
                 await self._settle(ctx, None, None, error=f"unknown task kind {task.kind!r}")
                 return
             params = kind.params_model.model_validate(task.params)
-            if task.state == S.CANCELLING:
+            if task.state in S.AFTER_CLEANUP:
                 await self._settle(ctx, kind, params)
                 return
             try:
@@ -228,7 +228,7 @@ class TaskEngine:
             # Hard stop (shutdown grace exceeded, or the lease is gone): the row still holds the
             # last checkpoint; hand the task back unless someone else already owns it.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._settle(ctx, None, None))
+                await asyncio.shield(self._settle(ctx, None, None, stopping=True))
             raise
         except Exception:
             logger.exception("task %s: engine error", task.id)
@@ -245,8 +245,12 @@ class TaskEngine:
         result: Any = None,
         finished: bool = False,
         error: str | None = None,
+        stopping: bool = False,
     ) -> None:
-        """Decide the task's next state from its row, and move it there with a fenced UPDATE."""
+        """Decide the task's next state from its row, and move it there with a fenced UPDATE.
+
+        ``stopping``: the runner is being torn down; it hands the task back without a cleanup.
+        """
         for _ in range(MAX_SETTLE_ROUNDS):
             async with self.database.sessionmaker() as session:
                 state = (
@@ -256,9 +260,12 @@ class TaskEngine:
                 ).scalar_one_or_none()
             if state is None:
                 raise LeaseLost
-            if state == S.CANCELLING and not finished and kind is not None and not self.shutting_down:
+            cleaned = state in S.AFTER_CLEANUP and not finished and not (stopping or self.shutting_down)
+            if cleaned and kind is not None:
                 await kind.cleanup(params, ctx.checkpoint_state, ctx)
-            target, values, message = self._next(ctx, state, result, finished, error, kind is not None)
+            elif cleaned:
+                logger.warning("task %s: unknown kind %r, so no cleanup to run", ctx.task_id, ctx.kind)
+            target, values, message = self._next(ctx, state, result, finished, error, cleaned, stopping)
             if await self._move(ctx, state, target, values, message):
                 return
         raise LeaseLost
@@ -270,13 +277,18 @@ class TaskEngine:
         result: Any,
         finished: bool,
         error: str | None,
-        cleanup_ran: bool,
+        cleaned: bool,
+        stopping: bool,
     ) -> tuple[str, dict[str, Any], str | None]:
         now = utcnow()
         if finished:  # a task that finished before it saw a pause or cancel stays finished
             value = result if isinstance(result, dict) or result is None else {"value": result}
             return S.SUCCEEDED, {"result": value, "finished_at": now, "control": None}, None
-        if error is not None and state != S.CANCELLING:
+        if state in S.AFTER_CLEANUP:  # a failing task keeps its error
+            if cleaned:
+                return S.AFTER_CLEANUP[state], {"finished_at": now, "control": None}, None
+            return state, {}, "runner stopped before cleanup"  # the next runner to claim it cleans up
+        if error is not None:
             attempts_left = ctx.attempts < ctx.max_attempts
             if attempts_left and state == S.RUNNING:
                 delay = self.settings.retry_backoff_seconds * 2 ** max(0, ctx.attempts - 1)
@@ -284,19 +296,12 @@ class TaskEngine:
                 return S.QUEUED, values, f"attempt {ctx.attempts} failed: {error}; retrying in {delay:g}s"
             if attempts_left:  # failed while pausing: keep the retry for the resume
                 return S.PAUSED, {"error": error, "paused_at": now, "control": None}, error
-            return S.FAILED, {"error": error, "finished_at": now, "control": None}, error
+            return S.FAILING, {"error": error, "control": None}, error
         # Stopping on request is not a failed attempt: the next run continues this one.
-        paused = {"paused_at": now, "control": None, "attempts": Task.attempts - 1}
-        if self.shutting_down or not cleanup_ran:
-            if state == S.PAUSING:
-                return S.PAUSED, paused, None
-            if state == S.CANCELLING:  # cleanup happens when the next runner claims it
-                return S.CANCELLING, {}, "runner stopped before cleanup"
-            return S.QUEUED, {"attempts": Task.attempts - 1}, "requeued by shutdown"
         if state == S.PAUSING:
-            return S.PAUSED, paused, None
-        if state == S.CANCELLING:
-            return S.CANCELLED, {"finished_at": now, "control": None}, None
+            return S.PAUSED, {"paused_at": now, "control": None, "attempts": Task.attempts - 1}, None
+        if stopping or self.shutting_down:
+            return S.QUEUED, {"attempts": Task.attempts - 1}, "requeued by shutdown"
         # Pause withdrawn by a resume before the runner acted: run again from the checkpoint.
         return S.QUEUED, {"attempts": Task.attempts - 1}, "resumed before pausing"
 
@@ -325,10 +330,11 @@ class TaskEngine:
                 await record_event(session, ctx.task_id, target, message)
             if target in (S.PAUSED, S.CANCELLED):  # the runner acted on a pause / cancel request
                 await observe_control_latency(session, ctx.task_id, ctx.kind, source, now)
-            if target in (S.QUEUED, S.CANCELLING):
+            claimable = target == S.QUEUED or target in S.AFTER_CLEANUP
+            if claimable:
                 await notify(session, "wake")
         logger.info("%s → %s%s", source, target, f" ({message})" if message else "")
         self.bus.publish(ctx.task_id)
-        if target in (S.QUEUED, S.CANCELLING):
+        if claimable:
             self.wake()
         return True

@@ -5,7 +5,9 @@
             repeat: page → append to file → fsync → checkpoint(position, byte offset, rows)
             done:   cut the file at its offset, files row "complete" (downloadable at /files/{id})
     resume: truncate the file back to the checkpoint's offset, continue from its position
-    cancel: delete the file and its row
+    cancel, or a final failure: delete the file and its row (the engine runs the cleanup)
+    quota:  every checkpoint counts the file toward the owner's storage quota; past it the task
+            fails ("storage quota exceeded: …") and so its file is removed
 
 So a resumed export, after a pause or a crash, writes exactly the bytes an uninterrupted one
 would. Pages are read in separate transactions: the file is not one snapshot of the table, and
@@ -34,6 +36,7 @@ from app.services.export_pg import PgSource
 from app.services.export_sqlite import SqliteSource
 from app.services.keys import OWNER_PATTERN
 from app.services.kinds import KindParams, TaskKind, task_kind
+from app.services.limits import QuotaExceeded, check_storage
 from app.services.namespaces import owner_schema, sqlite_tables_path, validate_identifier
 from app.services.runner import TaskContext, Work
 from app.services.storage import file_path
@@ -184,9 +187,14 @@ async def open_source(
     return await PgSource.open(asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session)
 
 
-def _files_work(file_id: str, **values: Any) -> Work:
+def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Work:
+    """The checkpoint's update of the export's file row, now ``size`` bytes: within the quota."""
+
     async def work(conn: AsyncConnection) -> None:
-        result = await conn.execute(update(File).where(File.id == file_id).values(updated_at=utcnow(), **values))
+        await check_storage(conn, ctx.engine.settings, ctx.owner, size, what="this export", exclude=file_id)
+        result = await conn.execute(
+            update(File).where(File.id == file_id).values(updated_at=utcnow(), offset=size, **values)
+        )
         if result.rowcount == 0:  # rolls the checkpoint back with it
             raise RuntimeError(f"the export's file {file_id} was deleted")
 
@@ -242,9 +250,8 @@ class ExportCsv(TaskKind[ExportParams]):
         try:
             source = await open_source(settings, ctx.engine.database.url, owner, params, session)
             return await self._export(params, checkpoint, source, ctx)
-        except Exception:
-            if ctx.attempts >= ctx.max_attempts:  # no retry will use the partial file
-                await remove_export(ctx, ctx.checkpoint_state)
+        except QuotaExceeded:
+            ctx.attempts = ctx.max_attempts  # a retry would only fill the quota again
             raise
         finally:
             if source is not None:
@@ -269,6 +276,7 @@ class ExportCsv(TaskKind[ExportParams]):
         }
 
         async def create_file(conn: AsyncConnection) -> None:
+            await check_storage(conn, ctx.engine.settings, ctx.owner, 0, what="this export")
             now = utcnow()
             await conn.execute(
                 insert(File).values(
@@ -332,7 +340,7 @@ class ExportCsv(TaskKind[ExportParams]):
         finally:
             await sink.aclose()
         state = {**state, "offset": length, "finished": True}
-        done = _files_work(state["file_id"], offset=length, length=length, state="complete", completed_at=utcnow())
+        done = _files_work(ctx, state["file_id"], length, length=length, state="complete", completed_at=utcnow())
         await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done, final=True)
         return _result(state)
 
@@ -345,7 +353,7 @@ async def _commit(ctx: TaskContext, state: dict[str, Any], durable: asyncio.Futu
             done=state["rows"],
             total=max(state["total"], state["rows"]),
             unit="rows",
-            work=_files_work(state["file_id"], offset=state["offset"]),
+            work=_files_work(ctx, state["file_id"], state["offset"]),
         )
     finally:
         if ctx.checkpoint_state is state:  # counted once it is committed

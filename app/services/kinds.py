@@ -10,8 +10,8 @@ A kind is a class registered under a name::
             ...
             await ctx.checkpoint({"step": n}, done=n)    # commit, then maybe pause/stop here
 
-        async def cleanup(self, params, checkpoint, ctx):  # on cancel: remove what run() made
-            ...
+        async def cleanup(self, params, checkpoint, ctx):  # on cancel or a final failure:
+            ...                                              # remove what run() made
 
 Built-in kinds register exactly like a user's: with the decorator in a module named by
 ``TSM_KIND_MODULES``, or through the ``tsm.kinds`` entry-point group of an installed package.
@@ -56,7 +56,9 @@ class TaskKind(Generic[P]):
         raise NotImplementedError
 
     async def cleanup(self, params: P, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
-        """Remove everything the task made; runs on cancel."""
+        """Remove everything the task made; runs on cancel and after a final failure.
+
+        It runs again if its runner crashed while it ran, so it must be idempotent."""
 
 
 class KindRegistry:

@@ -1,8 +1,8 @@
 """The task state machine.
 
-    queued ──claim──▶ running ──────────────▶ succeeded | failed
-      │  ▲              │  ▲    (error: retry → queued, or failed)
-      │  │       pause  ▼  │ resume
+    queued ──claim──▶ running ────────────────────────────────────────▶ succeeded
+      │  ▲              │  ▲    error: retry → queued; on the last attempt (or its runner
+      │  │       pause  ▼  │    lost on it) → failing ──cleanup──▶ failed
       │  │           pausing ──runner stops at checkpoint──▶ paused
       │  └──────────────────── resume ──────────────────────────┘
       └─ cancel (queued, running, pausing, paused) ─▶ cancelling ─cleanup─▶ cancelled
@@ -10,6 +10,10 @@
 A request against a running task is recorded in ``control`` and the state becomes
 ``pausing``/``cancelling``; the runner acts at its next checkpoint. Each transition is one
 conditional UPDATE, so racing requests cannot both win.
+
+``failing`` is the twin of ``cancelling``: whichever replica claims it runs the kind's cleanup
+under a lease (again after a crash, so cleanups are idempotent), then a fenced move ends it
+``failed`` with its error kept. Like a failed task, it answers 409 to every control request.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUEUED, RUNNING, PAUSING, PAUSED = "queued", "running", "pausing", "paused"
-CANCELLING, CANCELLED, SUCCEEDED, FAILED = "cancelling", "cancelled", "succeeded", "failed"
+CANCELLING, CANCELLED, SUCCEEDED = "cancelling", "cancelled", "succeeded"
+FAILING, FAILED = "failing", "failed"
 
-ALL_STATES = (QUEUED, RUNNING, PAUSING, PAUSED, CANCELLING, CANCELLED, SUCCEEDED, FAILED)
+ALL_STATES = (QUEUED, RUNNING, PAUSING, PAUSED, CANCELLING, CANCELLED, SUCCEEDED, FAILING, FAILED)
 TERMINAL = frozenset({CANCELLED, SUCCEEDED, FAILED})
-HELD_BY_RUNNER = frozenset({RUNNING, PAUSING, CANCELLING})  # states in which a lease may be live
-ACTIVE = frozenset({QUEUED, RUNNING, PAUSING, CANCELLING})  # count toward an owner's limit
+HELD_BY_RUNNER = frozenset({RUNNING, PAUSING, CANCELLING, FAILING})  # states in which a lease may be live
+# Still holding what they made (a staging table, a partial file): they count toward the limits.
+ACTIVE = frozenset({QUEUED, RUNNING, PAUSING, CANCELLING, FAILING})
+# A runner claims these to run the kind's cleanup; the task then ends in the mapped state.
+AFTER_CLEANUP = {CANCELLING: CANCELLED, FAILING: FAILED}
 
 PAUSE, CANCEL = "pause", "cancel"
 

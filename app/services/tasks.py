@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, NotFound, TooManyRequests, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Task, TaskEvent, utcnow
 from app.schemas import TaskCreate, TaskRead
 from app.services import states as S
@@ -21,6 +21,7 @@ from app.services.engine import TaskEngine
 from app.services.events import record_event
 from app.services.keys import Principal
 from app.services.kinds import registry
+from app.services.limits import check_active_tasks
 from app.services.paging import newest_first
 
 KEEPALIVE_SECONDS = 15.0
@@ -38,14 +39,6 @@ def format_validation_error(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-async def _check_active_limit(session: AsyncSession, owner: str, limit: int) -> None:
-    active = await session.scalar(
-        select(func.count()).select_from(Task).where(Task.owner == owner, Task.state.in_(S.ACTIVE))
-    )
-    if (active or 0) >= limit:
-        raise TooManyRequests(f"owner {owner!r} already has {active} active tasks (limit {limit})")
-
-
 async def create_task(session: AsyncSession, engine: TaskEngine, principal: Principal, body: TaskCreate) -> Task:
     kind = registry.get(body.kind)
     if kind is None:
@@ -57,8 +50,9 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
         params = kind.params_model.model_validate(body.params)
     except ValidationError as exc:
         raise Unprocessable(format_validation_error(exc, "params")) from None
-    await _check_active_limit(session, principal.owner, engine.settings.max_active_tasks_per_owner)
     await kind.prepare(params, principal, session, engine.settings)
+    # After prepare (which may read files for a while): from here the owner's limits are locked.
+    await check_active_tasks(session, principal.owner, engine.settings.max_active_tasks_per_owner)
     now = utcnow()
     task = Task(
         owner=principal.owner,
@@ -118,7 +112,8 @@ async def control_task(
     spec = S.ACTIONS[action]
     task = await get_task(session, principal, task_id)
     if action == "resume" and task.state == S.PAUSED:
-        await _check_active_limit(session, task.owner, engine.settings.max_active_tasks_per_owner)
+        # Not counting the task itself: a resume racing this one may have queued it already.
+        await check_active_tasks(session, task.owner, engine.settings.max_active_tasks_per_owner, exclude=task.id)
     now = utcnow()
     for rule in spec.rules:
         values: dict[str, Any] = {"state": rule.target, "control": rule.control, "updated_at": now}

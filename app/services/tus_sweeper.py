@@ -125,7 +125,9 @@ async def reconcile_uploads(database: Database, settings: Settings) -> int:
             taken = await session.execute(
                 update(File)
                 .where(File.id == row.id, or_(File.lock_token.is_(None), File.lock_expires_at < now))
-                .values(lock_token=token, lock_expires_at=now + timedelta(seconds=settings.lease_seconds))
+                .values(
+                    lock_token=token, lock_expires_at=now + timedelta(seconds=settings.lease_seconds), lock_reserve=None
+                )
             )
             await session.commit()
         if taken.rowcount != 1:  # type: ignore[attr-defined]

@@ -3,7 +3,8 @@
 heartbeat ── renew the lease of every task running here; read `control` (the fallback
              for a missed signal); a task whose lease is gone is stopped at once
 reaper    ── hand back tasks whose runner vanished (any replica's): running → queued
-             (resumed from its checkpoint), pausing → paused; out of attempts → failed
+             (resumed from its checkpoint), pausing → paused; out of attempts → failing
+             (whose cleanup any replica then claims, as a cancel's)
 progress  ── write the throttled progress of running tasks
 """
 
@@ -72,20 +73,15 @@ class Upkeep:
                 running.ctx.stop_event.set()
 
     async def reap_expired(self) -> None:
-        """Hand back tasks whose runner vanished; cancelling ones are claimed for cleanup directly."""
+        """Hand back tasks whose runner vanished; cancelling and failing ones are claimed for
+        cleanup directly."""
         engine = self.engine
         now = utcnow()
         expired = and_(Task.lease_expires_at.is_not(None), Task.lease_expires_at < now)
         cleared = {"lease_owner": None, "lease_token": None, "lease_expires_at": None, "updated_at": now}
         plans: tuple[tuple[str, Any, str, dict[str, Any], str], ...] = (
             # A task that keeps taking its runner down must not do so forever.
-            (
-                S.RUNNING,
-                Task.attempts >= Task.max_attempts,
-                S.FAILED,
-                {"error": RUNNER_LOST, "finished_at": now},
-                RUNNER_LOST,
-            ),
+            (S.RUNNING, Task.attempts >= Task.max_attempts, S.FAILING, {"error": RUNNER_LOST}, RUNNER_LOST),
             (S.RUNNING, true(), S.QUEUED, {}, "runner lost; resuming from checkpoint"),
             (S.PAUSING, true(), S.PAUSED, {"paused_at": now, "control": None}, "runner lost while pausing"),
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,21 +30,24 @@ from datetime import timedelta
 from typing import Any
 
 import aiofiles
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import Database
-from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge, TooManyRequests
+from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
 from app.models import File, new_id, utcnow
 from app.services import tus_writer as writer
 from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
 from app.services.keys import Principal
+from app.services.limits import check_open_uploads, check_storage, hold_quota
 from app.services.storage import file_path
 from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
 from app.services.tus_sweeper import compute_sha256_later
 
 logger = logging.getLogger("tsm.uploads")
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -59,19 +63,6 @@ def _check_size(settings: Settings, length: int) -> None:
         raise PayloadTooLarge(
             f"Upload-Length {length} is larger than the maximum upload size of {settings.max_upload_bytes} bytes",
             headers={"Tus-Max-Size": str(settings.max_upload_bytes)},
-        )
-
-
-async def _check_storage(session: AsyncSession, settings: Settings, owner: str, extra: int, exclude: str = "") -> None:
-    used = await session.scalar(
-        select(func.coalesce(func.sum(func.coalesce(File.length, File.offset)), 0)).where(
-            File.owner == owner, File.state.in_((UPLOADING, COMPLETE, WRITING)), File.id != exclude
-        )
-    )
-    if int(used or 0) + extra > settings.max_storage_bytes_per_owner:
-        raise PayloadTooLarge(
-            f"storage quota exceeded: owner {owner!r} uses {int(used or 0)} of "
-            f"{settings.max_storage_bytes_per_owner} bytes and this upload needs {extra} more"
         )
 
 
@@ -94,17 +85,8 @@ async def create_upload(
     if length is not None:
         _check_size(settings, length)
     async with database.sessionmaker() as session:
-        open_uploads = await session.scalar(
-            select(func.count())
-            .select_from(File)
-            .where(File.owner == principal.owner, File.origin == "upload", File.state == UPLOADING)
-        )
-        if (open_uploads or 0) >= settings.max_open_uploads_per_owner:
-            raise TooManyRequests(
-                f"owner {principal.owner!r} already has {open_uploads} unfinished uploads "
-                f"(limit {settings.max_open_uploads_per_owner}); finish or DELETE one first"
-            )
-        await _check_storage(session, settings, principal.owner, length or 0)
+        await check_open_uploads(session, principal.owner, settings.max_open_uploads_per_owner)
+        await check_storage(session, settings, principal.owner, length or 0, what="this upload")
         now = utcnow()
         row = File(
             owner=principal.owner,
@@ -119,6 +101,7 @@ async def create_upload(
             created_at=now,
             updated_at=now,
             completed_at=now if length == 0 else None,
+            sha256=EMPTY_SHA256 if length == 0 else None,  # complete at once: nothing to hash later
         )
         session.add(row)
         await session.flush()
@@ -165,7 +148,11 @@ async def _acquire(
                     or_(File.expires_at.is_(None), File.expires_at > now),
                     or_(File.lock_token.is_(None), File.lock_expires_at < now),
                 )
-                .values(lock_token=token, lock_expires_at=now + timedelta(seconds=settings.lease_seconds))
+                .values(
+                    lock_token=token,
+                    lock_expires_at=now + timedelta(seconds=settings.lease_seconds),
+                    lock_reserve=None,
+                )
                 .returning(File)
                 .execution_options(synchronize_session=False)
             )
@@ -214,7 +201,14 @@ async def _release(
     database: Database, file_id: str, token: str, *, wait_for_wal: bool = False, **values: Any
 ) -> File | None:
     return await _fenced_update(
-        database, file_id, token, wait_for_wal=wait_for_wal, lock_token=None, lock_expires_at=None, **values
+        database,
+        file_id,
+        token,
+        wait_for_wal=wait_for_wal,
+        lock_token=None,
+        lock_expires_at=None,
+        lock_reserve=None,
+        **values,
     )
 
 
@@ -266,7 +260,7 @@ async def append(
     """Write one PATCH body at ``request.offset``; returns the row with its new offset."""
     token, row = await _acquire(database, settings, principal, file_id, request)
     try:
-        length, limit, message = await _limits(database, settings, row, request)
+        length, limit, message = await _limits(database, settings, row, token, request)
         return await _write(database, settings, row, token, request, length, limit, message, chunks)
     except BaseException:
         # Free the upload at once (a no-op if already released); the next PATCH trims unacknowledged bytes.
@@ -276,7 +270,7 @@ async def append(
 
 
 async def _limits(
-    database: Database, settings: Settings, row: File, request: PatchRequest
+    database: Database, settings: Settings, row: File, token: str, request: PatchRequest
 ) -> tuple[int | None, int, str]:
     """The upload's length after this PATCH, and how many body bytes it may carry (with why)."""
     length = row.length
@@ -285,8 +279,6 @@ async def _limits(
             if request.length < row.offset:
                 raise BadRequest(f"Upload-Length {request.length} is smaller than the offset {row.offset}")
             _check_size(settings, request.length)
-            async with database.sessionmaker() as session:
-                await _check_storage(session, settings, row.owner, request.length, exclude=row.id)
             length = request.length
         elif request.length != row.length:
             raise BadRequest(f"Upload-Length is already {row.length} and cannot change")
@@ -299,6 +291,12 @@ async def _limits(
     )
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Content-Length {request.content_length}: {message}")
+    if row.length is None:  # the quota could not be taken at creation: take it now
+        async with database.sessionmaker() as session:
+            limit, message = await hold_quota(
+                session, settings, row, token, length, limit, message, request.content_length
+            )
+            await session.commit()
     return length, limit, message
 
 
