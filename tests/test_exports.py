@@ -332,7 +332,7 @@ async def pause_resume_until_done(
 
 async def test_pause_resume_many_times_gives_identical_bytes(exp, tables, export_settings):
     app, client = exp
-    await tables.people(count=300)
+    await tables.people(count=1500)  # enough pages that pauses land mid-way even when a pause waits for the lock
     _reference, data = await export(client, export_settings, table="people")
     task = await pause_resume_until_done(client, (await start(client, table="people"))["id"], export_settings, app)
     assert exported_bytes(export_settings, task) == data
