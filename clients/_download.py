@@ -16,9 +16,9 @@ from urllib.parse import unquote
 
 import httpx
 
-from clients._base import ProgressCallback, describe
-from clients._core import Call, Chunk, Close, Op, Send, Sleep, operation
-from clients._files import RETRY, SLICE, FilesAPI, Pace, _file_path
+from clients._base import ByteProgress, describe
+from clients._core import Call, Chunk, Close, Op, Send, Sleep
+from clients._files import RETRY, SLICE, FileOps, Pace, file_path
 from clients.errors import APIError, ConnectionFailed, IntegrityError, ProtocolError, raise_for_status
 from clients.models import DownloadResult
 
@@ -62,16 +62,17 @@ def _total_from_range(content_range: str | None) -> tuple[int | None, int | None
     return start, int(match.group(2)) if match.group(2) != "*" else None
 
 
-class TransfersAPI(FilesAPI):
+class DownloadOps(FileOps):
+    """The download, as a generator, beside the file operations it builds on."""
+
     def _target(self, file_id: str, dest: str | os.PathLike[str] | None) -> Op[Path]:
         target = Path(dest) if dest is not None else None
         if target is not None and not target.is_dir():
             return target
-        response = yield from self._request("HEAD", _file_path(file_id))
+        response = yield from self.request("HEAD", file_path(file_id))
         name = _filename_from(response.headers.get("content-disposition")) or file_id
         return (target or Path.cwd()) / name
 
-    @operation
     def download(
         self,
         file_id: str,
@@ -80,7 +81,7 @@ class TransfersAPI(FilesAPI):
         verify: bool = True,
         overwrite: bool = False,
         limit_rate: float | None = None,
-        on_progress: ProgressCallback | None = None,
+        on_progress: ByteProgress | None = None,
     ) -> Op[DownloadResult]:
         """Download to ``dest`` (a path or a folder; default: the file's name in the current folder).
 
@@ -104,7 +105,7 @@ class TransfersAPI(FilesAPI):
             response: httpx.Response | None = None
             before = have
             try:
-                response = yield Send("GET", _file_path(file_id), headers=headers, stream=True, chunk_size=SLICE)
+                response = yield Send("GET", file_path(file_id), headers=headers, stream=True, chunk_size=SLICE)
                 if response.status_code == 416 and have:
                     _, total = _total_from_range(response.headers.get("content-range"))
                     if total == have:
@@ -150,7 +151,7 @@ class TransfersAPI(FilesAPI):
                 failures = 0  # progress was made: only consecutive failures count
             if failures >= self.retries:
                 raise ConnectionFailed(f"download from {self.server} failed: {reason}")
-            yield Sleep(self._delay(failures))
+            yield Sleep(self.delay(failures))
             failures += 1
         return (yield from self._verify(file_id, part, target, key, have, total, resumed_from, verify))
 
@@ -165,7 +166,7 @@ class TransfersAPI(FilesAPI):
             checked.append("size")
         if verify:
             try:
-                expected = (yield from FilesAPI.file_info.fn(self, file_id)).sha256
+                expected = (yield from self.file_info(file_id)).sha256
             except APIError:
                 expected = None  # a plain HTTP server has no info endpoint: size is all we can check
             if expected:
