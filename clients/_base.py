@@ -21,6 +21,7 @@ USER_AGENT = "tsm-client/0.1"
 RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 
+# One unit per callback: a transfer reports bytes, a wait reports the task's own progress.
 ByteProgress = Callable[[int, int | None], None]  # (bytes done, bytes in all or None when unknown)
 TaskProgress = Callable[[Progress], None]  # done / total in the task's ``unit`` ("rows", "bytes" …)
 

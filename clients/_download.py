@@ -47,6 +47,10 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unreported(done: int, total: int | None) -> None:
+    """The progress callback of a caller that passed none."""
+
+
 def _finish(part: Path, dest: Path) -> None:
     with part.open("rb+") as handle:
         os.fsync(handle.fileno())
@@ -88,7 +92,8 @@ class DownloadOps(FileOps):
         Bytes stream to ``dest.part``; calling it again after any interruption continues with a
         Range request. When complete, size (and sha256, if the server knows it) are checked and
         the file is renamed to ``dest`` atomically; an existing ``dest`` is only replaced with
-        ``overwrite=True``. ``on_progress(done, total)``.
+        ``overwrite=True``. ``limit_rate``: bytes per second. ``on_progress(done, total)`` in
+        bytes: in ``dest.part`` so far, of the file's size (None when the server does not say).
         """
         target = yield from self._target(file_id, dest)
         if target.exists() and not overwrite:
@@ -98,6 +103,7 @@ class DownloadOps(FileOps):
         entry = self.store.get("downloads", key) or {}
         have = part.stat().st_size if part.exists() and entry.get("validator") else 0
         resumed_from, total, failures, pace = have, entry.get("length"), 0, Pace(limit_rate)
+        report = on_progress or _unreported
         while True:
             headers = {"Accept-Encoding": "identity"}
             if have:
@@ -109,6 +115,7 @@ class DownloadOps(FileOps):
                 if response.status_code == 416 and have:
                     _, total = _total_from_range(response.headers.get("content-range"))
                     if total == have:
+                        report(have, total)
                         break  # every byte was already here
                     have = 0
                     continue
@@ -128,12 +135,12 @@ class DownloadOps(FileOps):
                         validator = response.headers.get("last-modified", "")
                     entry = {"validator": validator, "length": total}
                     self.store.put("downloads", key, entry if validator else None)
+                    report(have, total)  # where this request starts: a resumed download is not at 0
                     with part.open("ab" if have else "wb") as handle:
                         while chunk := (yield Chunk(response)):
                             yield Call(handle.write, (chunk,))
                             have += len(chunk)
-                            if on_progress is not None:
-                                on_progress(have, total)
+                            report(have, total)
                             if pace.rate:
                                 yield Sleep(pace.after(len(chunk)))
                     yield Close(response)

@@ -223,7 +223,8 @@ class FileOps(Core):
         """Upload a file with tus; calling it again after any interruption continues where it stopped.
 
         ``checksum``: "auto" (the best algorithm the server offers), a name ("sha256", "sha1",
-        "md5") or None. ``limit_rate``: bytes per second. ``on_progress(done, total)``.
+        "md5") or None. ``limit_rate``: bytes per second. ``on_progress(done, total)`` in bytes:
+        sent so far (after a retry, what the server has) of the file's size.
         """
         source = Path(path)
         size = source.stat().st_size

@@ -39,6 +39,8 @@ class Operations(TaskOps, DownloadOps):
 
         Extra keyword arguments are passed to the ``import_csv`` kind as parameters. With
         ``wait=True`` returns once the task has succeeded (:class:`TaskEnded` otherwise).
+        ``on_upload_progress(done, total)``: bytes of the upload; ``on_progress(progress)``: the
+        import task's :class:`Progress` while waiting, in the task's unit.
         """
         file_id = str(source)
         if not Path(source).is_file() and any(sep in file_id for sep in "/\\."):
@@ -65,7 +67,11 @@ class Operations(TaskOps, DownloadOps):
         on_download_progress: ByteProgress | None = None,
         **params: Any,
     ) -> Op[DownloadResult]:
-        """Export ``table`` to CSV on the server, wait for it, then download it to ``dest``."""
+        """Export ``table`` to CSV on the server, wait for it, then download it to ``dest``.
+
+        ``on_progress(progress)``: the export task's :class:`Progress` (its unit: rows);
+        ``on_download_progress(done, total)``: bytes of the download.
+        """
         task = yield from self.create_task("export_csv", {"table": table, **params})
         return (yield from self._fetch_export(task.id, dest, on_progress, on_download_progress))
 
@@ -90,5 +96,9 @@ class Operations(TaskOps, DownloadOps):
         on_progress: TaskProgress | None = None,
         on_download_progress: ByteProgress | None = None,
     ) -> Op[DownloadResult]:
-        """Wait for an existing ``export_csv`` task and download its file (to pick up after Ctrl-C)."""
+        """Wait for an existing ``export_csv`` task and download its file (to pick up after Ctrl-C).
+
+        ``on_progress(progress)``: the export task's :class:`Progress` (its unit: rows);
+        ``on_download_progress(done, total)``: bytes of the download.
+        """
         return (yield from self._fetch_export(task_id, dest, on_progress, on_download_progress))

@@ -45,6 +45,10 @@ def parse_sse(buffer: bytearray) -> tuple[list[tuple[str, str, str | None]], byt
     return events, bytearray(rest)
 
 
+def _same_progress(seen: Progress | None, now: Progress) -> bool:
+    return seen is not None and (seen.done, seen.total, seen.unit) == (now.done, now.total, now.unit)
+
+
 class TaskOps(Core):
     """The task operations, as generators (``Client``/``AsyncClient`` run them)."""
 
@@ -159,26 +163,33 @@ class TaskOps(Core):
     ) -> Op[Task]:
         """Wait until the task is in one of ``until``; :class:`TaskEnded` if it ends elsewhere.
 
-        ``on_progress`` gets every progress update the server streams.
+        ``on_progress(progress)`` gets every progress update the server streams, a
+        :class:`Progress` in the task's own unit (``progress.unit``: "rows", "steps" …), and
+        last the task's progress as it is returned (or raised in :class:`TaskEnded`).
         """
         wanted = {until} if isinstance(until, str) else set(until)
         deadline = None if timeout is None else time.monotonic() + timeout
         task = yield from self.get_task(task_id)
         # The stream first replays the task's history; the first progress event marks "now".
         caught_up = False
+        reported: Progress | None = None
 
         def on_event(event: Event) -> bool:
-            nonlocal caught_up
+            nonlocal caught_up, reported
             if event.type == "progress":
                 caught_up = True
+                reported = Progress.model_validate(event.data)
                 if on_progress is not None:
-                    on_progress(Progress.model_validate(event.data))
+                    on_progress(reported)
                 return event.state in wanted
             return event.type == "end" or (caught_up and event.state in wanted)
 
         if task.state not in wanted and task.state not in TERMINAL_STATES:
             yield from consume(self._event_source(task_id, 0, deadline), on_event)
             task = yield from self.get_task(task_id)
+        if on_progress is not None and not _same_progress(reported, task.progress):
+            # A wait may stop at a state event, before the progress event that follows it.
+            on_progress(Progress.model_validate({**task.progress.model_dump(), "state": task.state}))
         if task.state in TERMINAL_STATES and task.state not in wanted:
             raise TaskEnded(task)
         return task  # in a wanted state (or just past one it was seen in)

@@ -1,8 +1,8 @@
 """What ``help()``, ``inspect`` and mypy see of the client's methods: the real call, never ``upload(...)``.
 
 Every public method is an operation generator bound to a driver (``clients._bind``); these tests
-hold each method's face to its generator's: the same parameters, the same docstring, and the
-return type the caller gets. No server needed.
+hold each method's face to its generator's: the same parameters, the same docstring, the return
+type the caller gets, and a progress unit named for every progress callback. No server needed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, get_args
 import pytest
 
 from clients import AsyncClient, Client
+from clients._base import ByteProgress, TaskProgress
 from clients._bind import Binding, stream
 from clients._jobs import Operations
 from clients.client import ClientAPI
@@ -95,6 +96,21 @@ def test_help_shows_the_real_call() -> None:
     assert "async upload(self, path: str | os.PathLike[str]" in awaited
     events = pydoc.render_doc(AsyncClient.events, renderer=pydoc.plaintext)
     assert "events(self, task_id: str, last_event_id: int = 0) -> collections.abc.AsyncIterator" in events
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_progress_callback_names_its_unit(name: str) -> None:
+    """Transfers report bytes as ``(done, total)``; waits the task's :class:`Progress`, in its unit."""
+    doc = " ".join(getattr(Client, name).__doc__.split())
+    for parameter in generator(name).parameters.values():
+        if not parameter.name.startswith("on_"):
+            continue
+        callback = get_args(parameter.annotation)[0]
+        assert callback in (ByteProgress, TaskProgress), f"{name}({parameter.name}): {parameter.annotation}"
+        if callback == ByteProgress:
+            assert f"``{parameter.name}(done, total)``" in doc and "bytes" in doc, doc
+        else:
+            assert f"``{parameter.name}(progress)``" in doc and ":class:`Progress`" in doc, doc
 
 
 def test_mypy_sees_results_awaitables_and_iterators(tmp_path: Path) -> None:
