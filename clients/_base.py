@@ -1,4 +1,5 @@
-"""Configuration and the one request helper every operation goes through (retries, errors)."""
+"""What every operation shares: the server, retry settings, the resume store, and the one request
+helper every operation goes through (retries, errors)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import httpx
 
 from clients._core import Op, Send, Sleep
 from clients.errors import ConnectionFailed, ProtocolError, raise_for_status
+from clients.models import Progress
 from clients.store import ResumeStore
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -19,7 +21,9 @@ USER_AGENT = "tsm-client/0.1"
 RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 
-ProgressCallback = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
+# One unit per callback: a transfer reports bytes, a wait reports the task's own progress.
+ByteProgress = Callable[[int, int | None], None]  # (bytes done, bytes in all or None when unknown)
+TaskProgress = Callable[[Progress], None]  # done / total in the task's ``unit`` ("rows", "bytes" …)
 
 
 def describe(exc: BaseException) -> str:
@@ -33,12 +37,25 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-class BaseClient:
-    """Settings shared by :class:`Client` and :class:`AsyncClient` (the API is in the mixins).
+class Settings(TypedDict, total=False):
+    """The keyword settings of :class:`Client` and :class:`AsyncClient` (see :class:`Core`)."""
+
+    timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+    chunk_size: int
+    cache_dir: str | Path | None
+
+
+class Core:
+    """The settings every operation reads, and its request helpers (the operations are its subclasses).
 
     ``server`` and ``token`` default to the ``TSM_SERVER`` and ``TSM_TOKEN`` environment variables.
-    ``retries``/``backoff``: how often and how patiently idempotent requests and transfers retry
-    (exponential backoff with jitter, capped at ``max_backoff`` seconds).
+    ``timeout``: seconds per network operation. ``retries``/``backoff``: how often and how
+    patiently idempotent requests and transfers retry (exponential backoff with jitter, capped at
+    ``max_backoff`` seconds). ``chunk_size``: bytes per upload request. ``cache_dir``: where the
+    resume store lives (default: the user's cache folder).
     """
 
     def __init__(
@@ -65,13 +82,14 @@ class BaseClient:
         self.chunk_size = chunk_size
         self.store = ResumeStore(cache_dir)
 
-    def _delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+    def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (the server's ``Retry-After`` if it sent one)."""
         if response is not None and (after := response.headers.get("retry-after", "")).isdigit():
             return min(float(after), self.max_backoff)
-        base = min(self.max_backoff, self.backoff * 2**attempt)
+        base = min(self.max_backoff, self.backoff * 2.0**attempt)
         return base * (0.5 + random.random() / 2)  # jitter: replicas of one client don't stampede
 
-    def _request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Op[httpx.Response]:
+    def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> Op[httpx.Response]:
         """Send with retries (transport errors and 423/429/5xx) when the request is idempotent."""
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "OPTIONS", "DELETE")
@@ -86,11 +104,11 @@ class BaseClient:
             else:
                 if not (idempotent and response.status_code in RETRY_STATUSES and attempt < self.retries):
                     return raise_for_status(response)
-            yield Sleep(self._delay(attempt, response))
+            yield Sleep(self.delay(attempt, response))
             attempt += 1
 
-    def _json(self, method: str, url: str, parse: Callable[[Any], T], **kwargs: Any) -> Op[T]:
-        response = yield from self._request(method, url, **kwargs)
+    def request_json(self, method: str, url: str, parse: Callable[[Any], T], **kwargs: Any) -> Op[T]:
+        response = yield from self.request(method, url, **kwargs)
         try:
             return parse(response.json())
         except ValueError as exc:

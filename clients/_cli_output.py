@@ -14,17 +14,18 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress,
     ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.progress import Progress as RichProgress
+from rich.progress import Task as RichTask
 from rich.table import Table
 from rich.text import Text
 
-from clients.models import FileInfo, Task
-from clients.models import Progress as TaskProgress
+from clients._base import ByteProgress, TaskProgress
+from clients.models import FileInfo, Progress, Task
 
 stdout = Console(soft_wrap=True)
 if not stdout.is_terminal:
@@ -116,7 +117,7 @@ def show_task(task: Task) -> None:
 class _TaskRate(ProgressColumn):
     """Rate and ETA as the server measures them (units per second over the last seconds)."""
 
-    def render(self, task: Any) -> Text:
+    def render(self, task: RichTask) -> Text:
         rate, eta, unit = task.fields.get("rate"), task.fields.get("eta"), task.fields.get("unit", "")
         speed = f"{human_bytes(rate)}/s" if rate and unit == "B" else f"{rate:,.1f} {unit}/s" if rate else ""
         parts = [speed, f"ETA {eta:,.0f}s" if eta is not None else ""]
@@ -131,7 +132,7 @@ class Bars:
         self.last: tuple[float, float | None] = (0, None)  # the latest (done, total), for messages
 
     @contextmanager
-    def bytes(self, label: str) -> Iterator[Any]:
+    def bytes(self, label: str) -> Iterator[ByteProgress]:
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -139,7 +140,7 @@ class Bars:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:
+        with RichProgress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:
             job = bar.add_task(label, total=None)
 
             def update(done: int, total: int | None) -> None:
@@ -149,17 +150,17 @@ class Bars:
             yield update
 
     @contextmanager
-    def task(self, label: str) -> Iterator[Any]:
+    def task(self, label: str) -> Iterator[TaskProgress]:
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[shown]}"),
             _TaskRate(),
         )
-        with Progress(*columns, console=stderr, disable=not self.enabled) as bar:
+        with RichProgress(*columns, console=stderr, disable=not self.enabled) as bar:
             job = bar.add_task(label, total=None, unit="", shown="", rate=None, eta=None)
 
-            def update(p: TaskProgress) -> None:
+            def update(p: Progress) -> None:
                 self.last = (p.done, p.total)
                 if p.unit in ("bytes", "B"):  # an import's progress is bytes of its file
                     shown = f"{human_bytes(p.done)}/{human_bytes(p.total)}"

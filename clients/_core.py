@@ -2,7 +2,7 @@
 
 Every API call is a generator that *yields commands* and gets their results sent back:
 
-    def get_task(self, task_id):                       # written once …
+    def get_task(self, task_id):                       # written once (clients._tasks) …
         response = yield Send("GET", f"/tasks/{task_id}")
         return Task.model_validate(response.json())
 
@@ -13,24 +13,20 @@ Commands: ``Send`` (an HTTP request), ``Chunk``/``Close`` (read a streamed body)
 (backoff), ``Call`` (blocking file work: run inline, or in a thread under asyncio) and ``Emit``
 (hand one item to the caller of a streaming call). A transport failure is thrown back *into*
 the generator at its ``yield``, so retry and resume logic lives in the generator too.
+
+One operation uses another with ``yield from`` (``task = yield from self.get_task(id)``); the
+drivers are in ``clients._drivers``, the public methods that run them in ``clients._bind``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 import httpx
 
-if TYPE_CHECKING:
-    from clients.client import AsyncClient, Client
-
 T = TypeVar("T")
-P = ParamSpec("P")
 
 
 @dataclass
@@ -80,7 +76,7 @@ Command = Send | Chunk | Close | Sleep | Call | Emit
 Op = Generator[Command, Any, T]
 
 
-class Steps:
+class Steps(Generic[T]):
     """Steps an operation: iterate for its commands, ``reply``/``fail`` each; ``value`` at the end.
 
     Streams the operation opened are remembered in ``opened``: if it is interrupted (Ctrl-C, an
@@ -88,9 +84,10 @@ class Steps:
     is being closed may not yield a ``Close`` any more.
     """
 
-    def __init__(self, op: Op[Any]) -> None:
+    value: T  # set once the operation has returned
+
+    def __init__(self, op: Op[T]) -> None:
         self.op = op
-        self.value: Any = None
         self.opened: list[httpx.Response] = []
         self._reply: Any = None
         self._error: BaseException | None = None
@@ -116,7 +113,7 @@ class Steps:
                 self.value = stop.value
                 return
 
-    def __enter__(self) -> Steps:
+    def __enter__(self) -> Steps[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -136,198 +133,3 @@ def consume(op: Op[T], on_emit: Callable[[Any], bool]) -> Op[T | None]:
             except httpx.HTTPError as exc:
                 steps.fail(exc)
     return steps.value
-
-
-def build_request(http: httpx.Client | httpx.AsyncClient, command: Send, content: Any) -> httpx.Request:
-    return http.build_request(
-        command.method,
-        command.url,
-        headers=command.headers,
-        params=command.params,
-        json=command.json,
-        content=content,
-        timeout=command.timeout or http.timeout,
-    )
-
-
-class SyncDriver:
-    """Performs commands with ``httpx.Client``, blocking."""
-
-    def __init__(self, http: httpx.Client) -> None:
-        self.http = http
-        self.streams: dict[int, Iterator[bytes]] = {}
-
-    def run(self, op: Op[T]) -> T:
-        for final, value in self._walk(op):
-            if final:
-                return value
-        raise AssertionError("unreachable")
-
-    def iterate(self, op: Op[Any]) -> Iterator[Any]:
-        for final, value in self._walk(op):
-            if not final:
-                yield value
-
-    def _walk(self, op: Op[Any]) -> Iterator[tuple[bool, Any]]:
-        """Yields ``(False, item)`` per emitted item, then ``(True, result)``."""
-        with Steps(op) as steps:
-            try:
-                for command in steps:
-                    if isinstance(command, Emit):
-                        yield False, command.value
-                    else:
-                        try:
-                            steps.settled(command, self.execute(command))
-                        except httpx.HTTPError as exc:
-                            steps.fail(exc)
-                yield True, steps.value
-            finally:
-                for response in steps.opened:
-                    self.streams.pop(id(response), None)
-                    response.close()
-
-    def execute(self, command: Command) -> Any:
-        if isinstance(command, Send):
-            response = self.http.send(build_request(self.http, command, command.content), stream=True)
-            if command.stream and response.status_code < 400:
-                self.streams[id(response)] = response.iter_bytes(command.chunk_size)
-                return response
-            try:
-                response.read()
-            finally:
-                response.close()
-            return response
-        if isinstance(command, Chunk):
-            return next(self.streams[id(command.response)], b"")
-        if isinstance(command, Close):
-            self.streams.pop(id(command.response), None)
-            command.response.close()
-            return None
-        if isinstance(command, Sleep):
-            time.sleep(command.seconds)
-            return None
-        assert isinstance(command, Call)
-        return command.fn(*command.args)
-
-
-async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
-class AsyncDriver:
-    """Performs commands with ``httpx.AsyncClient``; blocking file work goes to a thread."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.streams: dict[int, AsyncIterator[bytes]] = {}
-
-    async def run(self, op: Op[T]) -> T:
-        walk = self._walk(op)
-        try:
-            async for final, value in walk:
-                if final:
-                    return value
-        finally:
-            await walk.aclose()
-        raise AssertionError("unreachable")
-
-    async def iterate(self, op: Op[Any]) -> AsyncIterator[Any]:
-        async for final, value in self._walk(op):
-            if not final:
-                yield value
-
-    async def _walk(self, op: Op[Any]) -> AsyncGenerator[tuple[bool, Any], None]:
-        with Steps(op) as steps:
-            try:
-                for command in steps:
-                    if isinstance(command, Emit):
-                        yield False, command.value
-                    else:
-                        try:
-                            steps.settled(command, await self.execute(command))
-                        except httpx.HTTPError as exc:
-                            steps.fail(exc)
-                yield True, steps.value
-            finally:
-                for response in steps.opened:
-                    self.streams.pop(id(response), None)
-                    await response.aclose()
-
-    async def execute(self, command: Command) -> Any:
-        if isinstance(command, Send):
-            content: Any = command.content
-            if content is not None and not isinstance(content, bytes):
-                content = _aiter(content)
-            response = await self.http.send(build_request(self.http, command, content), stream=True)
-            if command.stream and response.status_code < 400:
-                self.streams[id(response)] = response.aiter_bytes(command.chunk_size)
-                return response
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            return response
-        if isinstance(command, Chunk):
-            return await anext(self.streams[id(command.response)], b"")
-        if isinstance(command, Close):
-            self.streams.pop(id(command.response), None)
-            await command.response.aclose()
-            return None
-        if isinstance(command, Sleep):
-            await asyncio.sleep(command.seconds)
-            return None
-        assert isinstance(command, Call)
-        return await asyncio.to_thread(command.fn, *command.args)
-
-
-def _bind(descriptor: Any, obj: Any, drive: str) -> Any:
-    """``descriptor.fn`` bound to ``obj``, its ``Op`` generator run by the client's driver."""
-    fn = descriptor.fn
-    run = getattr(obj._driver, drive)
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return run(fn(obj, *args, **kwargs))
-
-    return call
-
-
-class operation(Generic[P, T]):  # noqa: N801 — used as a decorator, like ``property``
-    """Turns an ``Op`` generator method into ``Client.m(...) -> T`` and ``AsyncClient.m(...) -> Awaitable[T]``."""
-
-    def __init__(self, fn: Callable[Concatenate[Any, P], Op[T]]) -> None:
-        self.fn = fn
-        self.__doc__ = fn.__doc__
-        self.__name__ = fn.__name__
-
-    @overload
-    def __get__(self, obj: None, owner: type) -> operation[P, T]: ...
-    @overload
-    def __get__(self, obj: Client, owner: type) -> Callable[P, T]: ...
-    @overload
-    def __get__(self, obj: AsyncClient, owner: type) -> Callable[P, Awaitable[T]]: ...
-    def __get__(self, obj: Any, owner: type) -> Any:
-        return self if obj is None else _bind(self, obj, "run")
-
-
-class Stream(operation[P, T]):
-    """Like :class:`operation` for calls that ``Emit`` items: ``Iterator[T]`` / ``AsyncIterator[T]``."""
-
-    @overload  # type: ignore[override]
-    def __get__(self, obj: None, owner: type) -> Stream[P, T]: ...
-    @overload
-    def __get__(self, obj: Client, owner: type) -> Callable[P, Iterator[T]]: ...
-    @overload
-    def __get__(self, obj: AsyncClient, owner: type) -> Callable[P, AsyncIterator[T]]: ...
-    def __get__(self, obj: Any, owner: type) -> Any:
-        return self if obj is None else _bind(self, obj, "iterate")
-
-
-def stream(item: type[T]) -> Callable[[Callable[Concatenate[Any, P], Op[Any]]], Stream[P, T]]:
-    """``@stream(Task)``: the decorated generator emits ``Task`` items."""
-
-    def decorate(fn: Callable[Concatenate[Any, P], Op[Any]]) -> Stream[P, T]:
-        return Stream(fn)
-
-    return decorate

@@ -16,9 +16,9 @@ from urllib.parse import unquote
 
 import httpx
 
-from clients._base import ProgressCallback, describe
-from clients._core import Call, Chunk, Close, Op, Send, Sleep, operation
-from clients._files import RETRY, SLICE, FilesAPI, Pace, _file_path
+from clients._base import ByteProgress, describe
+from clients._core import Call, Chunk, Close, Op, Send, Sleep
+from clients._files import RETRY, SLICE, FileOps, Pace, file_path
 from clients.errors import APIError, ConnectionFailed, IntegrityError, ProtocolError, raise_for_status
 from clients.models import DownloadResult
 
@@ -47,6 +47,10 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unreported(done: int, total: int | None) -> None:
+    """The progress callback of a caller that passed none."""
+
+
 def _finish(part: Path, dest: Path) -> None:
     with part.open("rb+") as handle:
         os.fsync(handle.fileno())
@@ -62,16 +66,17 @@ def _total_from_range(content_range: str | None) -> tuple[int | None, int | None
     return start, int(match.group(2)) if match.group(2) != "*" else None
 
 
-class TransfersAPI(FilesAPI):
+class DownloadOps(FileOps):
+    """The download, as a generator, beside the file operations it builds on."""
+
     def _target(self, file_id: str, dest: str | os.PathLike[str] | None) -> Op[Path]:
         target = Path(dest) if dest is not None else None
         if target is not None and not target.is_dir():
             return target
-        response = yield from self._request("HEAD", _file_path(file_id))
+        response = yield from self.request("HEAD", file_path(file_id))
         name = _filename_from(response.headers.get("content-disposition")) or file_id
         return (target or Path.cwd()) / name
 
-    @operation
     def download(
         self,
         file_id: str,
@@ -80,14 +85,15 @@ class TransfersAPI(FilesAPI):
         verify: bool = True,
         overwrite: bool = False,
         limit_rate: float | None = None,
-        on_progress: ProgressCallback | None = None,
+        on_progress: ByteProgress | None = None,
     ) -> Op[DownloadResult]:
         """Download to ``dest`` (a path or a folder; default: the file's name in the current folder).
 
         Bytes stream to ``dest.part``; calling it again after any interruption continues with a
         Range request. When complete, size (and sha256, if the server knows it) are checked and
         the file is renamed to ``dest`` atomically; an existing ``dest`` is only replaced with
-        ``overwrite=True``. ``on_progress(done, total)``.
+        ``overwrite=True``. ``limit_rate``: bytes per second. ``on_progress(done, total)`` in
+        bytes: in ``dest.part`` so far, of the file's size (None when the server does not say).
         """
         target = yield from self._target(file_id, dest)
         if target.exists() and not overwrite:
@@ -97,6 +103,7 @@ class TransfersAPI(FilesAPI):
         entry = self.store.get("downloads", key) or {}
         have = part.stat().st_size if part.exists() and entry.get("validator") else 0
         resumed_from, total, failures, pace = have, entry.get("length"), 0, Pace(limit_rate)
+        report = on_progress or _unreported
         while True:
             headers = {"Accept-Encoding": "identity"}
             if have:
@@ -104,10 +111,11 @@ class TransfersAPI(FilesAPI):
             response: httpx.Response | None = None
             before = have
             try:
-                response = yield Send("GET", _file_path(file_id), headers=headers, stream=True, chunk_size=SLICE)
+                response = yield Send("GET", file_path(file_id), headers=headers, stream=True, chunk_size=SLICE)
                 if response.status_code == 416 and have:
                     _, total = _total_from_range(response.headers.get("content-range"))
                     if total == have:
+                        report(have, total)
                         break  # every byte was already here
                     have = 0
                     continue
@@ -127,12 +135,12 @@ class TransfersAPI(FilesAPI):
                         validator = response.headers.get("last-modified", "")
                     entry = {"validator": validator, "length": total}
                     self.store.put("downloads", key, entry if validator else None)
+                    report(have, total)  # where this request starts: a resumed download is not at 0
                     with part.open("ab" if have else "wb") as handle:
                         while chunk := (yield Chunk(response)):
                             yield Call(handle.write, (chunk,))
                             have += len(chunk)
-                            if on_progress is not None:
-                                on_progress(have, total)
+                            report(have, total)
                             if pace.rate:
                                 yield Sleep(pace.after(len(chunk)))
                     yield Close(response)
@@ -150,7 +158,7 @@ class TransfersAPI(FilesAPI):
                 failures = 0  # progress was made: only consecutive failures count
             if failures >= self.retries:
                 raise ConnectionFailed(f"download from {self.server} failed: {reason}")
-            yield Sleep(self._delay(failures))
+            yield Sleep(self.delay(failures))
             failures += 1
         return (yield from self._verify(file_id, part, target, key, have, total, resumed_from, verify))
 
@@ -165,7 +173,7 @@ class TransfersAPI(FilesAPI):
             checked.append("size")
         if verify:
             try:
-                expected = (yield from FilesAPI.file_info.fn(self, file_id)).sha256
+                expected = (yield from self.file_info(file_id)).sha256
             except APIError:
                 expected = None  # a plain HTTP server has no info endpoint: size is all we can check
             if expected:

@@ -14,14 +14,15 @@ import hashlib
 import mimetypes
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from clients._base import BaseClient, ProgressCallback, describe
-from clients._core import Call, Emit, Op, Send, Sleep, operation, stream
+from clients._base import ByteProgress, Core, describe
+from clients._core import Call, Emit, Op, Send, Sleep
 from clients.errors import (
     APIError,
     ConnectionFailed,
@@ -40,7 +41,7 @@ GONE = (403, 404, 410)
 RETRY = frozenset({423, 429, 460, 500, 502, 503, 504})
 
 
-def _file_path(file_id: str, suffix: str = "") -> str:
+def file_path(file_id: str, suffix: str = "") -> str:
     return f"/files/{quote(file_id, safe='')}{suffix}"
 
 
@@ -62,7 +63,8 @@ class Pace:
         return max(0.0, self.start + self.sent / self.rate - time.monotonic())
 
 
-def _slices(data: bytes, done: int, total: int, on_progress: ProgressCallback | None) -> Any:
+def _slices(data: bytes, done: int, total: int, on_progress: ByteProgress | None) -> Iterator[bytes]:
+    """``data`` in pieces, reporting the bytes handed to the connection as each piece goes."""
     view = memoryview(data)
     for start in range(0, len(data), SLICE):
         piece = view[start : start + SLICE]
@@ -80,39 +82,37 @@ def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
     return handle.read(size)
 
 
-class FilesAPI(BaseClient):
-    @operation
-    def list_files(self, *, limit: int = 50, cursor: str | None = None, **filters: str) -> Op[Page[FileInfo]]:
+class FileOps(Core):
+    """The file operations and the upload, as generators."""
+
+    def list_files(self, /, *, limit: int = 50, cursor: str | None = None, **filters: str) -> Op[Page[FileInfo]]:
         """One page of your files, newest first (filters as the server accepts them, e.g. ``state``)."""
         params = {"limit": limit, **({"cursor": cursor} if cursor else {}), **filters}
-        return (yield from self._json("GET", "/files", Page[FileInfo].model_validate, params=params))
+        return (yield from self.request_json("GET", "/files", Page[FileInfo].model_validate, params=params))
 
-    @stream(FileInfo)
-    def iter_files(self, *, page_size: int = 100, **filters: str) -> Op[None]:
+    def iter_files(self, /, *, page_size: int = 100, **filters: str) -> Op[None]:
         """Every file (following the cursor), newest first."""
         cursor: str | None = None
         while True:
-            page = yield from FilesAPI.list_files.fn(self, limit=page_size, cursor=cursor, **filters)
+            page = yield from self.list_files(limit=page_size, cursor=cursor, **filters)
             for item in page.items:
                 yield Emit(item)
             if not (cursor := page.next_cursor):
                 return
 
-    @operation
     def file_info(self, file_id: str) -> Op[FileInfo]:
         """One file: name, type, length, offset, state, sha256."""
-        return (yield from self._json("GET", _file_path(file_id, "/info"), FileInfo.model_validate))
+        return (yield from self.request_json("GET", file_path(file_id, "/info"), FileInfo.model_validate))
 
-    @operation
     def delete_file(self, file_id: str) -> Op[None]:
         """Delete a file, or terminate an unfinished upload (tus termination)."""
-        yield from self._request("DELETE", _file_path(file_id), headers=TUS)
+        yield from self.request("DELETE", file_path(file_id), headers=TUS)
 
     # ---- upload ------------------------------------------------------------------------------
 
     def _tus_options(self) -> Op[dict[str, str]]:
         try:
-            response = yield from self._request("OPTIONS", "/files", headers=TUS)
+            response = yield from self.request("OPTIONS", "/files", headers=TUS)
         except APIError:
             return {}  # OPTIONS is optional for a server to answer: assume core only
         versions = [v.strip() for v in response.headers.get("tus-version", "1.0.0").split(",")]
@@ -123,7 +123,7 @@ class FilesAPI(BaseClient):
     def _tus_offset(self, url: str, size: int) -> Op[int | None]:
         """The server's offset for ``url``, or None when that upload is gone or is another file's."""
         try:
-            response = yield from self._request("HEAD", url, headers=TUS)
+            response = yield from self.request("HEAD", url, headers=TUS)
         except APIError as exc:
             if exc.status in GONE:
                 return None
@@ -139,15 +139,25 @@ class FilesAPI(BaseClient):
         headers = {**TUS, "Upload-Length": str(size)}
         if metadata:
             headers["Upload-Metadata"] = ",".join(f"{k} {_b64(v)}" for k, v in metadata.items())
-        response = yield from self._request("POST", "/files", headers=headers, idempotent=True)
+        response = yield from self.request("POST", "/files", headers=headers, idempotent=True)
         if response.status_code != 201 or not response.headers.get("location"):
             raise ProtocolError(f"POST /files answered {response.status_code} without a Location")
         return str(response.url.join(response.headers["location"]))
 
-    def _tus_send(self, url: str, path: Path, offset: int, size: int, algorithm: str | None, **opts: Any) -> Op[int]:
-        on_progress: ProgressCallback | None = opts.get("on_progress")
-        pace = Pace(opts.get("limit_rate"))
-        chunk_size = opts.get("chunk_size") or self.chunk_size
+    def _tus_send(
+        self,
+        url: str,
+        path: Path,
+        offset: int,
+        size: int,
+        algorithm: str | None,
+        *,
+        on_progress: ByteProgress | None,
+        limit_rate: float | None,
+        chunk_size: int | None,
+    ) -> Op[int]:
+        pace = Pace(limit_rate)
+        chunk_size = chunk_size or self.chunk_size
         if pace.rate:  # small chunks keep a limited rate smooth (and pauses short)
             chunk_size = max(16 * 1024, min(chunk_size, int(pace.rate / 4)))
         failures = 0
@@ -187,7 +197,7 @@ class FilesAPI(BaseClient):
                     if response is not None:
                         raise_for_status(response)
                     raise ConnectionFailed(f"upload to {self.server} failed: {reason}")
-                yield Sleep(self._delay(failures, response))
+                yield Sleep(self.delay(failures, response))
                 failures += 1
                 # Whatever happened, the server's offset is the truth (it kept the bytes that arrived).
                 current = yield from self._tus_offset(url, size)
@@ -198,7 +208,6 @@ class FilesAPI(BaseClient):
                     on_progress(offset, size)
         return offset
 
-    @operation
     def upload(
         self,
         path: str | os.PathLike[str],
@@ -209,12 +218,13 @@ class FilesAPI(BaseClient):
         chunk_size: int | None = None,
         limit_rate: float | None = None,
         resume: bool = True,
-        on_progress: ProgressCallback | None = None,
+        on_progress: ByteProgress | None = None,
     ) -> Op[UploadResult]:
         """Upload a file with tus; calling it again after any interruption continues where it stopped.
 
         ``checksum``: "auto" (the best algorithm the server offers), a name ("sha256", "sha1",
-        "md5") or None. ``limit_rate``: bytes per second. ``on_progress(done, total)``.
+        "md5") or None. ``limit_rate``: bytes per second. ``on_progress(done, total)`` in bytes:
+        sent so far (after a retry, what the server has) of the file's size.
         """
         source = Path(path)
         size = source.stat().st_size

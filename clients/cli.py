@@ -36,7 +36,7 @@ from clients._cli_output import (
     tasks_table,
 )
 from clients.client import Client
-from clients.models import Event, Task
+from clients.models import Event, FileInfo, Task
 
 OK, FAILURE, USAGE, UNREACHABLE, AUTH, NOT_FOUND, CONFLICT, TASK_ENDED, INTEGRITY, TIMEOUT = range(10)
 INTERRUPTED = 130
@@ -189,7 +189,7 @@ def cmd_export(s: Session) -> int:
 def cmd_tasks(s: Session) -> int:
     a, c = s.args, s.client
     if a.action == "ls":
-        items: list[Any]
+        items: list[Task]
         page: dict[str, Any]
         if a.all:
             items = list(c.iter_tasks(state=a.state, kind=a.kind))
@@ -234,7 +234,7 @@ def cmd_files(s: Session) -> int:
     a, c = s.args, s.client
     filters = {k: v for k, v in {"state": a.state, "origin": a.origin}.items() if v} if a.action == "ls" else {}
     if a.action == "ls":
-        items: list[Any]
+        items: list[FileInfo]
         page: dict[str, Any]
         if a.all:
             items = list(c.iter_files(**filters))
@@ -355,8 +355,9 @@ def exit_code(exc: BaseException) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     session = Session(args)
+    run: Callable[[Session], int] = args.run
     try:
-        return args.run(session)
+        return run(session)
     except KeyboardInterrupt:
         session.on_interrupt()
         return INTERRUPTED

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from clients.models import Task
+
 
 class TSMError(Exception):
     """Base class of every error raised by the client."""
@@ -47,8 +49,8 @@ class IntegrityError(TSMError):
 class TaskEnded(TSMError):
     """A task the caller waited for ended in another state (``failed``, ``cancelled`` …)."""
 
-    def __init__(self, task: Any) -> None:
-        reason = f": {task.error}" if getattr(task, "error", None) else ""
+    def __init__(self, task: Task) -> None:
+        reason = f": {task.error}" if task.error else ""
         super().__init__(f"task {task.id} ({task.kind}) ended {task.state}{reason}")
         self.task = task
 
