@@ -342,7 +342,7 @@ async def test_pause_resume_many_times_gives_identical_bytes(exp, tables, export
 
 async def test_cancel_removes_file_and_row(exp, tables, export_settings):
     app, client = exp
-    await tables.people(count=300)
+    await tables.people(count=3000)  # enough pages that a cancel lands mid-way on a loaded machine
     for pause_first in (True, False):
         task_id = (await start(client, table="people"))["id"]
         task = await wait_for(client, task_id, lambda t: t["progress"]["done"] > 0)
