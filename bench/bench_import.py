@@ -5,7 +5,7 @@
 1. writes a CSV of --rows rows, 7 mixed-type columns (~115 bytes a row) to bench/data/
 2. PostgreSQL scratch database: `psql \\copy` of the file into the same table layout (the peer),
    alternating with
-3. a real server (tests/server.py LiveServer) on that database: POST an import, time it until
+3. a real server (tests/helpers/server.py LiveServer) on that database: POST an import, time it until
    `succeeded`; prints rows/s (median and best of --rounds) and the ratio to psql (target >= 0.85)
 4. pause latency: 20 pauses of a running import, POST /pause → state `paused` (p50 / p95)
 5. the SQLite path: the same import on a SQLite server, rows/s
@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.server import LiveServer  # noqa: E402
+from tests.helpers.server import LiveServer  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 # The server runs with the production defaults, not the tests' fast polling.

@@ -1,0 +1,1 @@
+"""API tests: the app in-process (its lifespan and an ASGI client), on SQLite and PostgreSQL."""

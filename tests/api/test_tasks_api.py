@@ -1,0 +1,136 @@
+"""The tasks API: creation, validation, listing, and the shape of errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.apps import wait_state
+
+PROCESS = {"kind": "process", "params": {"steps": 2, "step_seconds": 0.01}}
+
+
+async def test_create_returns_the_task(client):
+    response = await client.post("/tasks", json={"kind": "process", "params": {"steps": 4, "step_seconds": 0.01}})
+    assert response.status_code == 201
+    task = response.json()
+    assert task["kind"] == "process"
+    assert task["owner"] == "local"
+    assert task["params"] == {"steps": 4, "step_seconds": 0.01, "fail_at_step": None}
+    assert task["state"] in {"queued", "running"}
+    for field in ("progress", "checkpoint", "created_at", "started_at", "paused_at", "finished_at", "attempts"):
+        assert field in task
+    done = await wait_state(client, task["id"], "succeeded")
+    assert done["progress"] == {
+        **done["progress"],
+        "done": 4,
+        "total": 4,
+        "unit": "steps",
+        "percent": 100.0,
+    }
+    assert done["checkpoint"] == {"step": 4}
+    assert done["finished_at"] is not None
+    assert done["attempts"] == 1
+
+
+async def test_unknown_kind_lists_known_kinds(client):
+    response = await client.post("/tasks", json={"kind": "nope", "params": {}})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert "unknown task kind 'nope'" in body["detail"]
+    assert "process" in body["known_kinds"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"steps": 0}, "params.steps"),
+        ({"steps": "many"}, "params.steps"),
+        ({"step_seconds": -1}, "params.step_seconds"),
+        ({"surprise": 1}, "params.surprise"),
+    ],
+)
+async def test_invalid_params_are_422_naming_the_field(client, params, message):
+    response = await client.post("/tasks", json={"kind": "process", "params": params})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["status"] == 422 and body["title"]
+    assert message in body["detail"]
+
+
+@pytest.mark.parametrize("body", [{}, {"params": {}}, {"kind": 3}, {"kind": "process", "params": []}])
+async def test_malformed_bodies_are_422(client, body):
+    response = await client.post("/tasks", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+async def test_not_json_is_422_not_500(client):
+    response = await client.post("/tasks", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "Traceback" not in response.text
+
+
+async def test_unknown_task_is_404_problem(client):
+    for path in ("/tasks/0b7f1c1e-0000-4000-8000-000000000000", "/tasks/../etc/passwd", "/tasks/%00"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+    for action in ("pause", "resume", "cancel"):
+        response = await client.post(f"/tasks/does-not-exist/{action}")
+        assert response.status_code == 404
+        assert response.json()["detail"] == "no task with id 'does-not-exist'"
+
+
+async def test_list_newest_first_with_filters_and_cursor(client):
+    ids = []
+    for _ in range(5):
+        ids.append((await client.post("/tasks", json=PROCESS)).json()["id"])
+    other = (await client.post("/tasks", json={"kind": "flaky", "params": {"failures": 0}})).json()["id"]
+    for task_id in [*ids, other]:
+        await wait_state(client, task_id, "succeeded")
+
+    page = (await client.get("/tasks", params={"kind": "process", "limit": 2})).json()
+    seen = [t["id"] for t in page["items"]]
+    while page["next_cursor"]:
+        page = (
+            await client.get("/tasks", params={"kind": "process", "limit": 2, "cursor": page["next_cursor"]})
+        ).json()
+        seen += [t["id"] for t in page["items"]]
+    assert seen == list(reversed(ids))
+
+    everything = (await client.get("/tasks", params={"state": "succeeded"})).json()["items"]
+    assert everything[0]["id"] == other
+    assert (await client.get("/tasks", params={"state": "failed"})).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"cursor": "!!!"}, {"cursor": "bm90IGEgY3Vyc29y"}, {"limit": 0}, {"limit": 100000}, {"state": "bogus"}],
+)
+async def test_bad_list_queries_are_4xx(client, query):
+    response = await client.get("/tasks", params=query)
+    assert response.status_code in (400, 422)
+    assert response.json()["detail"]
+
+
+async def test_kinds_are_listed_with_their_schemas(client):
+    kinds = {k["name"]: k for k in (await client.get("/tasks/kinds")).json()}
+    assert "steps" in kinds["process"]["params_schema"]["properties"]
+
+
+async def test_health_and_readiness(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok", "database": None}
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ok" and ready["database"] in {"sqlite", "postgresql"}
+
+
+async def test_openapi_documents_every_endpoint(client):
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    spec = (await client.get("/openapi.json")).json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]  # Swagger UI's Authorize button
+    for path in ("/tasks", "/tasks/{task_id}", "/tasks/{task_id}/pause", "/tasks/{task_id}/events"):
+        assert path in spec["paths"]
+        for operation in spec["paths"][path].values():
+            assert operation["summary"] or operation["description"]

@@ -1,0 +1,1 @@
+"""Live tests: real uvicorn server processes on loopback ports (restarts, replicas, kills, fuzzing)."""
