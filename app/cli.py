@@ -1,6 +1,6 @@
 """``tsm-server``: run the service, apply migrations, manage API keys.
 
-tsm-server [run]                      serve (settings from TSM_* variables / .env)
+tsm-server [run] [--host H] [--port P] [--workers N]   serve (settings from TSM_* variables / .env)
 tsm-server migrate                    bring the database schema up to date
 tsm-server keys create OWNER [--admin]
 tsm-server keys list
@@ -16,6 +16,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
+
+from app import __version__
 from app.config import Settings, get_settings
 from app.db import Database
 from app.errors import TSMError
@@ -95,8 +98,12 @@ async def _revoke_key(database: Database, key_id: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsm-server", description="Task State Manager server.")
+    parser.add_argument("--version", action="version", version=f"tsm-server {__version__}")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="serve the API (the default)")
+    run = sub.add_parser("run", help="serve the API (the default)")
+    run.add_argument("--host", help="address to bind (default: TSM_HOST, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on, 1-65535 (default: TSM_PORT, 8000)")
+    run.add_argument("--workers", type=int, help="worker processes, 1 or more (default: TSM_WORKERS, 1)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     key_parser = sub.add_parser("keys", help="manage API keys")
     key_sub = key_parser.add_subparsers(dest="keys_command", required=True)
@@ -112,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None}
+    if overrides:
+        try:
+            settings = Settings.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            for error in exc.errors():
+                print(f"error: --{error['loc'][0]}: {error['msg']}", file=sys.stderr)
+            return 2
     try:
         if args.command in (None, "run"):
             serve(settings)

@@ -18,12 +18,21 @@ from clients.store import ResumeStore
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 USER_AGENT = "tsm-client/0.1"
+CONNECT_TIMEOUT = 3.0  # seconds: a server that is down is reported at once, not after a long silence
 RETRY_STATUSES = frozenset({423, 429, 500, 502, 503, 504})
 T = TypeVar("T")
 
 # One unit per callback: a transfer reports bytes, a wait reports the task's own progress.
 ByteProgress = Callable[[int, int | None], None]  # (bytes done, bytes in all or None when unknown)
 TaskProgress = Callable[[Progress], None]  # done / total in the task's ``unit`` ("rows", "bytes" …)
+
+
+def normalize_server(url: str) -> str:
+    """``127.0.0.1:8000`` → ``http://127.0.0.1:8000``; a trailing slash goes."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
 
 
 def describe(exc: BaseException) -> str:
@@ -70,17 +79,19 @@ class Core:
         chunk_size: int = 8 * 1024 * 1024,
         cache_dir: str | Path | None = None,
     ) -> None:
-        self.server = (server or os.environ.get("TSM_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.server = normalize_server(server or os.environ.get("TSM_SERVER") or DEFAULT_SERVER)
         token = token if token is not None else os.environ.get("TSM_TOKEN") or None
         self.headers = {"User-Agent": USER_AGENT}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.timeout = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.chunk_size = chunk_size
         self.store = ResumeStore(cache_dir)
+        self.reached = False  # has the server answered once? Until then a refused connection fails at once
+        self.on_retry: Callable[[str], None] | None = None  # told why a transfer is retrying
 
     def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (the server's ``Retry-After`` if it sent one)."""
@@ -99,9 +110,11 @@ class Core:
             try:
                 response = yield Send(method, url, **kwargs)
             except httpx.TransportError as exc:
-                if not idempotent or attempt >= self.retries:
+                never = not self.reached and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if never or not idempotent or attempt >= self.retries:
                     raise ConnectionFailed(f"cannot reach {self.server}: {describe(exc)}") from None
             else:
+                self.reached = True
                 if not (idempotent and response.status_code in RETRY_STATUSES and attempt < self.retries):
                     return raise_for_status(response)
             yield Sleep(self.delay(attempt, response))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -62,11 +62,43 @@ def human_bytes(count: float | None) -> str:
     return str(count)
 
 
+def human_count(count: float | None) -> str:
+    """``1234567`` → ``1,234,567``."""
+    return "?" if count is None else f"{count:,.0f}"
+
+
+def human_duration(seconds: float | None) -> str:
+    """``0.42`` → ``0.4s``, ``75`` → ``1m 15s``, ``7322`` → ``2h 2m``."""
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def human_amount(value: float | None, unit: str) -> str:
+    """An amount in a task's unit: bytes in binary units, anything else with thousands separators."""
+    if unit in ("bytes", "B"):
+        return human_bytes(value)
+    return f"{human_count(value)} {unit}".strip()
+
+
+def human_rate(rate: float | None, unit: str) -> str:
+    if not rate:
+        return ""
+    return f"{human_bytes(rate)}/s" if unit in ("bytes", "B") else f"{rate:,.1f} {unit}/s"
+
+
 def _percent(task: Task) -> str:
     p = task.progress
     if p.percent is not None:
         return f"{p.percent:.0f}%"
-    return f"{p.done:g} {p.unit}".strip() if p.done else ""
+    return human_amount(p.done, p.unit) if p.done else ""
 
 
 def tasks_table(tasks: list[Task]) -> Table:
@@ -92,16 +124,58 @@ def files_table(files: list[FileInfo]) -> Table:
     return table
 
 
+def progress_text(p: Progress) -> str:
+    """``63.4 MiB / 63.4 MiB``, ``1,500,000 / 1,500,000 rows``."""
+    if p.total:
+        done, total = human_amount(p.done, p.unit), human_amount(p.total, p.unit)
+        unit = "" if p.unit in ("bytes", "B") else f" {p.unit}"
+        return f"{done.removesuffix(unit)} / {total}" if unit else f"{done} / {total}"
+    return human_amount(p.done, p.unit)
+
+
+def outcome(task: Task) -> str:
+    """What a finished import or export did, in words: rows, rejects, size, duration and rate."""
+    result = task.result or {}
+    if task.kind == "import_csv" and "rows" in result:
+        parts = [f"{human_count(result['rows'])} rows imported into {result.get('table')}"]
+        rejected = result.get("rejected") or 0
+        parts.append(f"{human_count(rejected)} rejected")
+        if result.get("bytes") is not None:
+            parts.append(f"from {human_bytes(result['bytes'])}")
+        if result.get("seconds") is not None:
+            parts.append(f"in {human_duration(result['seconds'])}")
+        if result.get("rows_per_second"):
+            parts.append(f"({human_count(result['rows_per_second'])} rows/s)")
+        return ", ".join(parts[:2]) + (" " + " ".join(parts[2:]) if parts[2:] else "")
+    if task.kind == "export_csv" and "file_id" in result:
+        rows = result.get("rows")
+        size = result.get("bytes") if result.get("bytes") is not None else result.get("size")
+        text = f"{human_count(rows)} rows" if rows is not None else "exported"
+        if size is not None:
+            text += f", {human_bytes(size)}"
+        return f"{text} in file {result['file_id']}"
+    return ""
+
+
+def reject_hint(task: Task) -> str:
+    """How to fetch an import's reject file, or "" when it has none."""
+    file_id = (task.result or {}).get("reject_file_id")
+    if not isinstance(file_id, str):
+        return ""
+    return f"rejected records are in file {file_id}; download them with: tsm download {file_id}"
+
+
 def show_task(task: Task) -> None:
     p = task.progress
     lines = [
         ("id", task.id),
         ("kind", task.kind),
         ("state", task.state + (f" (control: {task.control})" if task.control else "")),
-        ("progress", f"{p.done:g}/{p.total:g} {p.unit}" if p.total else f"{p.done:g} {p.unit}"),
-        ("percent", f"{p.percent}%" if p.percent is not None else ""),
-        ("rate", f"{p.rate:.1f} {p.unit}/s" if p.rate else ""),
-        ("eta", f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""),
+        ("progress", progress_text(p)),
+        ("percent", f"{p.percent:.1f}%" if p.percent is not None else ""),
+        ("rate", human_rate(p.rate, p.unit)),
+        ("eta", human_duration(p.eta_seconds) if p.eta_seconds is not None else ""),
+        ("outcome", outcome(task)),
         ("attempts", f"{task.attempts}/{task.max_attempts}"),
         ("params", json.dumps(task.params)),
         ("result", json.dumps(task.result) if task.result is not None else ""),
@@ -119,8 +193,7 @@ class _TaskRate(ProgressColumn):
 
     def render(self, task: RichTask) -> Text:
         rate, eta, unit = task.fields.get("rate"), task.fields.get("eta"), task.fields.get("unit", "")
-        speed = f"{human_bytes(rate)}/s" if rate and unit == "B" else f"{rate:,.1f} {unit}/s" if rate else ""
-        parts = [speed, f"ETA {eta:,.0f}s" if eta is not None else ""]
+        parts = [human_rate(rate, unit), f"ETA {human_duration(eta)}" if eta is not None else ""]
         return Text("  ".join(p for p in parts if p), style="progress.data.speed")
 
 
@@ -130,6 +203,7 @@ class Bars:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and stderr.is_terminal
         self.last: tuple[float, float | None] = (0, None)  # the latest (done, total), for messages
+        self.note: Callable[[str], None] = lambda _text: None  # a word on the current bar ("retrying …")
 
     @contextmanager
     def bytes(self, label: str) -> Iterator[ByteProgress]:
@@ -141,13 +215,20 @@ class Bars:
             TimeRemainingColumn(),
         )
         with RichProgress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:
-            job = bar.add_task(label, total=None)
+            job = bar.add_task(label, total=None, visible=False)  # shown once something has moved
 
             def update(done: int, total: int | None) -> None:
                 self.last = (done, total)
-                bar.update(job, completed=done, total=total)
+                bar.update(job, completed=done, total=total, visible=True)
 
-            yield update
+            def note(text: str) -> None:
+                bar.update(job, description=f"{label} [yellow]({text})[/yellow]" if text else label)
+
+            self.note = note
+            try:
+                yield update
+            finally:
+                self.note = lambda _text: None
 
     @contextmanager
     def task(self, label: str) -> Iterator[TaskProgress]:
@@ -158,14 +239,14 @@ class Bars:
             _TaskRate(),
         )
         with RichProgress(*columns, console=stderr, disable=not self.enabled) as bar:
-            job = bar.add_task(label, total=None, unit="", shown="", rate=None, eta=None)
+            job = bar.add_task(label, total=None, unit="", shown="", rate=None, eta=None, visible=False)
 
             def update(p: Progress) -> None:
                 self.last = (p.done, p.total)
-                if p.unit in ("bytes", "B"):  # an import's progress is bytes of its file
-                    shown = f"{human_bytes(p.done)}/{human_bytes(p.total)}"
-                else:
-                    shown = f"{p.done:,.0f}/{p.total:,.0f} {p.unit}" if p.total else f"{p.done:,.0f} {p.unit}"
+                shown = progress_text(p)
+                rows = (p.model_extra or {}).get("rows")  # an import's progress is bytes; rows beside
+                if isinstance(rows, int | float):
+                    shown += f"  {human_count(rows)} rows"
                 state = (p.model_extra or {}).get("state")  # progress events carry the task's state
                 label_now = f"{label} ({state})" if state else label
                 bar.update(
@@ -177,6 +258,7 @@ class Bars:
                     rate=p.rate,
                     eta=p.eta_seconds,
                     description=label_now,
+                    visible=True,
                 )
 
             yield update

@@ -185,6 +185,8 @@ class FileOps(Core):
                         new = response.headers.get("upload-offset", "")
                         if not new.isdigit() or not offset < int(new) <= offset + len(data):
                             raise ProtocolError(f"PATCH {url}: bad Upload-Offset {new!r} in the answer")
+                        if failures and self.on_retry is not None:
+                            self.on_retry("")  # going again
                         offset, failures = int(new), 0
                         yield Sleep(pace.after(len(data)))
                         continue
@@ -197,7 +199,10 @@ class FileOps(Core):
                     if response is not None:
                         raise_for_status(response)
                     raise ConnectionFailed(f"upload to {self.server} failed: {reason}")
-                yield Sleep(self.delay(failures, response))
+                wait = self.delay(failures, response)
+                if self.on_retry is not None:
+                    self.on_retry(f"{reason}; retry {failures + 1}/{self.retries} in {wait:.0f}s")
+                yield Sleep(wait)
                 failures += 1
                 # Whatever happened, the server's offset is the truth (it kept the bytes that arrived).
                 current = yield from self._tus_offset(url, size)

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from clients import errors as E
@@ -31,6 +32,9 @@ from clients._cli_output import (
     emit_json,
     files_table,
     human_bytes,
+    human_duration,
+    outcome,
+    reject_hint,
     show_task,
     stdout,
     tasks_table,
@@ -55,6 +59,12 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (E.IntegrityError, INTEGRITY),
     (E.WaitTimeout, TIMEOUT),
 ]
+try:
+    VERSION = metadata.version("task-state-manager")
+except metadata.PackageNotFoundError:  # run from a source tree
+    VERSION = "0.1.0"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PREFIX = re.compile(r"^[0-9a-f-]{1,36}$")
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
 
 
@@ -85,6 +95,25 @@ class Session:
         self.client = Client(args.server, args.token, retries=args.retries, timeout=args.timeout)
         self.bars = Bars(enabled=not (args.json or args.quiet))
         self.on_interrupt: Callable[[], None] = lambda: None
+        self.client.operations.on_retry = lambda text: self.bars.note(f"retrying: {text}" if text else "")
+
+    def resolve(self, what: str, given: str) -> str:
+        """A full id from any unique prefix of one of your tasks' or files' ids."""
+        given = given.strip().lower()
+        if UUID.match(given) or not PREFIX.match(given):
+            return given
+        listing = self.client.iter_tasks if what == "task" else self.client.iter_files
+        found = sorted({item.id for item in listing() if item.id.startswith(given)})
+        if not found:
+            raise E.NotFound(f"no {what} whose id starts with {given!r}", status=404, title="Not Found")
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (" …" if len(found) > 5 else "")
+            raise E.BadRequest(
+                f"{what} id prefix {given!r} is ambiguous: {len(found)} match ({shown}); give more characters",
+                status=400,
+                title="Ambiguous id",
+            )
+        return found[0]
 
     def say(self, message: str) -> None:
         if not self.args.quiet:
@@ -146,6 +175,7 @@ def cmd_upload(s: Session) -> int:
 
 def cmd_download(s: Session) -> int:
     a = s.args
+    a.id = s.resolve("file", a.id)
     s.on_interrupt = s.transfer_interrupted("download")
     with s.bars.bytes(f"download {a.id[:8]}") as update:
         result = s.client.download(
@@ -167,13 +197,21 @@ def cmd_import(s: Session) -> int:
     if a.wait:
         s.say(f"import task {task.id} started")
         task = s.wait(task.id, "succeeded")
-    s.output(task, lambda: print(f"import task {task.id} is {task.state}"))
+    s.output(task, lambda: report(task, "import"))
     return OK
+
+
+def report(task: Task, what: str) -> None:
+    """A task's line: its state, and for a finished import or export what it did."""
+    print(f"{what} task {task.id} is {task.state}" + (f": {done}" if (done := outcome(task)) else ""))
+    if hint := reject_hint(task):
+        print(hint)
 
 
 def cmd_export(s: Session) -> int:
     a = s.args
-    task_id = a.task or s.client.create_task("export_csv", {"table": a.table, **dict(a.param or [])}).id
+    task_id = s.resolve("task", a.task) if a.task else None
+    task_id = task_id or s.client.create_task("export_csv", {"table": a.table, **dict(a.param or [])}).id
     s.say(f"export task {task_id} started" if not a.task else f"export task {task_id}")
     task = s.wait(task_id, "succeeded")
     file_id = (task.result or {}).get("file_id")
@@ -182,7 +220,12 @@ def cmd_export(s: Session) -> int:
     s.on_interrupt = s.transfer_interrupted("download", f"resume with: tsm export {a.table} --task {task_id}")
     with s.bars.bytes(f"download {a.table}.csv") as update:
         result = s.client.download(file_id, a.output, overwrite=a.force, on_progress=update)
-    s.output({"task": task, "download": result}, lambda: print(f"exported {a.table} to {result.path}"))
+    rows = (task.result or {}).get("rows")
+    counted = f"{rows:,} rows, " if isinstance(rows, int) else ""
+    took = (task.finished_at - task.started_at).total_seconds() if task.finished_at and task.started_at else None
+    timing = f" (export took {human_duration(took)})" if took is not None else ""
+    line = f"exported {a.table} to {result.path}: {counted}{human_bytes(result.size)}{timing}"
+    s.output({"task": task, "download": result}, lambda: print(line))
     return OK
 
 
@@ -204,8 +247,9 @@ def cmd_tasks(s: Session) -> int:
         if a.wait:
             s.say(f"task {task.id} started")
             task = s.wait(task.id, "succeeded")
-        s.output(task, lambda: print(f"task {task.id} ({task.kind}) is {task.state}"))
+        s.output(task, lambda: report(task, task.kind))
         return OK
+    a.id = s.resolve("task", a.id)
     if a.action == "watch":
         return _watch(s, a.id)
     action = {"show": c.get_task, "pause": c.pause, "resume": c.resume, "cancel": c.cancel}[a.action]
@@ -221,6 +265,10 @@ def _watch(s: Session, task_id: str) -> int:
     if not s.json:
         task = s.wait(task_id)
         print(f"task {task.id} ended {task.state}" + (f": {task.error}" if task.error else ""))
+        if done := outcome(task):
+            print(done)
+        if hint := reject_hint(task):
+            print(hint)
         return OK if task.state == "succeeded" else TASK_ENDED
     s.on_interrupt = lambda: s._interrupted_wait(task_id)
     last: Event | None = None
@@ -244,9 +292,10 @@ def cmd_files(s: Session) -> int:
             items, page = got.items, {"items": got.items, "next_cursor": got.next_cursor}
         s.output(page, lambda: stdout.print(files_table(items)))
     elif a.action == "show":
-        info = c.file_info(a.ids[0])
+        info = c.file_info(s.resolve("file", a.ids[0]))
         s.output(info, lambda: stdout.print_json(info.model_dump_json()))
     else:
+        a.ids = [s.resolve("file", file_id) for file_id in a.ids]
         for file_id in a.ids:
             c.delete_file(file_id)
         s.output({"deleted": a.ids}, lambda: print(f"deleted {', '.join(a.ids)}"))
@@ -270,51 +319,91 @@ def cmd_kinds(s: Session) -> int:
 def add_listing(parser: argparse.ArgumentParser, *filters: str) -> None:
     """The options every `ls` shares: its filters, then paging."""
     for option in filters:
-        parser.add_argument(option)
-    parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--cursor")
-    parser.add_argument("--all", action="store_true", help="follow the cursor to the end")
+        parser.add_argument(option, help=FILTERS[option])
+    parser.add_argument("--limit", type=int, default=50, help="items per page, 1-500 (default 50)")
+    parser.add_argument("--cursor", help="the next_cursor of the previous page (default: the first page)")
+    parser.add_argument("--all", action="store_true", help="follow the cursor to the end (default: one page)")
+
+
+FILTERS = {
+    "--state": "only this state (tasks: queued, running, pausing, paused, cancelling, cancelled, succeeded, "
+    "failing, failed; files: uploading, complete …) (default: all)",
+    "--kind": "only this task kind, see `tsm kinds` (default: all)",
+    "--origin": "only files of this origin: upload, export, rejects … (default: all)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsm", description="Task State Manager command line.")
-    parser.add_argument("--server", default=os.environ.get("TSM_SERVER"), help="server URL (env TSM_SERVER)")
-    parser.add_argument("--token", default=os.environ.get("TSM_TOKEN"), help="API key (env TSM_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    parser = argparse.ArgumentParser(
+        prog="tsm", description="Task State Manager command line. Any unique prefix of an id is accepted."
+    )
+    parser.add_argument("--version", action="version", version=f"tsm {VERSION}")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("TSM_SERVER"),
+        help="server URL; http:// is assumed without a scheme (default: $TSM_SERVER, else http://127.0.0.1:8000)",
+    )
+    parser.add_argument("--token", default=os.environ.get("TSM_TOKEN"), help="API key (default: $TSM_TOKEN, none)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout (default: text)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes (default: shown)")
     parser.add_argument("--retries", type=int, default=5, help="retries on network errors (default 5)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation (default 30)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("upload", help="upload a file (resumable: run again to continue)")
     up.add_argument("file")
-    up.add_argument("--checksum", default="auto", choices=("auto", "sha256", "sha1", "md5", "none"))
-    up.add_argument("--chunk-size", type=size, default=None, help="bytes per PATCH (default 8M)")
-    up.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M")
+    up.add_argument(
+        "--checksum",
+        default="auto",
+        choices=("auto", "sha256", "sha1", "md5", "none"),
+        help="per-chunk checksum: auto, sha256, sha1, md5 or none (default auto: the best the server offers)",
+    )
+    up.add_argument("--chunk-size", type=size, default=None, help="bytes per request, e.g. 8M (default 8M)")
+    up.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M (default: no limit)")
     up.set_defaults(run=cmd_upload)
 
     down = sub.add_parser("download", help="download a file (resumable: run again to continue)")
     down.add_argument("id")
-    down.add_argument("-o", "--output", help="file or folder to write (default: its name, here)")
-    down.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M")
-    down.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
-    down.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    down.add_argument(
+        "-o", "--output", help="file or folder to write (default: the file's name, in the current folder)"
+    )
+    down.add_argument("--limit-rate", type=size, default=None, help="max bytes per second, e.g. 2M (default: no limit)")
+    down.add_argument("--no-verify", action="store_true", help="skip the sha256 check (default: verify)")
+    down.add_argument("-f", "--force", action="store_true", help="replace an existing file (default: refuse)")
     down.set_defaults(run=cmd_download)
 
     imp = sub.add_parser("import", help="import a CSV file (or an uploaded file id) into a table")
     imp.add_argument("file")
-    imp.add_argument("--table", required=True)
-    imp.add_argument("--mode", help="how to treat an existing table (as the server's import_csv allows)")
-    imp.add_argument("-p", "--param", type=param, action="append", help="extra import parameter key=value")
-    imp.add_argument("--wait", action="store_true", help="wait until the import has finished")
+    imp.add_argument("--table", required=True, help="target table (required)")
+    imp.add_argument(
+        "--mode",
+        choices=("create", "replace", "append"),
+        help="create fails if the table exists; replace or append to it (default create)",
+    )
+    imp.add_argument(
+        "-p",
+        "--param",
+        type=param,
+        action="append",
+        help="extra import parameter key=value, repeatable (default: none)",
+    )
+    imp.add_argument(
+        "--wait", action="store_true", help="wait until the import has finished (default: return once started)"
+    )
     imp.set_defaults(run=cmd_import)
 
     exp = sub.add_parser("export", help="export a table to CSV and download it")
     exp.add_argument("table")
-    exp.add_argument("-o", "--output", help="file or folder to write")
-    exp.add_argument("-p", "--param", type=param, action="append", help="extra export parameter key=value")
-    exp.add_argument("--task", help="pick up an existing export task instead of starting one")
-    exp.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    exp.add_argument("-o", "--output", help="file or folder to write (default: TABLE.csv, in the current folder)")
+    exp.add_argument(
+        "-p",
+        "--param",
+        type=param,
+        action="append",
+        help="extra export parameter key=value, repeatable (default: none)",
+    )
+    exp.add_argument("--task", help="pick up an existing export task instead of starting one (default: start one)")
+    exp.add_argument("-f", "--force", action="store_true", help="replace an existing file (default: refuse)")
     exp.set_defaults(run=cmd_export)
 
     tasks = sub.add_parser("tasks", help="list, inspect and control tasks").add_subparsers(
@@ -326,12 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("pause", "resume", "cancel"):
         control = tasks.add_parser(name, help=f"{name} a task")
         control.add_argument("id")
-        control.add_argument("--wait", action="store_true", help="wait until the request has taken effect")
+        control.add_argument(
+            "--wait", action="store_true", help="wait until the request has taken effect (default: return at once)"
+        )
     start = tasks.add_parser("start", help="start a task of any kind")
     start.add_argument("id", metavar="KIND")
-    start.add_argument("-p", "--param", type=param, action="append", help="task parameter key=value")
+    start.add_argument(
+        "-p", "--param", type=param, action="append", help="task parameter key=value, repeatable (default: none)"
+    )
     start.add_argument("--max-attempts", type=int, help="runs allowed before it fails (default: the server's)")
-    start.add_argument("--wait", action="store_true", help="wait until it has finished")
+    start.add_argument("--wait", action="store_true", help="wait until it has finished (default: return once started)")
     for parser_ in tasks.choices.values():
         parser_.set_defaults(run=cmd_tasks)
 
@@ -348,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(exc: E.TSMError, args: argparse.Namespace) -> str:
+    """The error line; a bare "404 Not Found: Not Found" names what was looked for."""
+    text = str(exc)
+    if isinstance(exc, E.NotFound) and exc.detail.strip().lower() in ("not found", exc.title.strip().lower()):
+        ids = getattr(args, "ids", None) or [getattr(args, "id", None) or getattr(args, "file", None)]
+        what = {"files": "file", "download": "file", "import": "file"}.get(args.command, "task")
+        named = ", ".join(str(i) for i in ids if i)
+        if named:
+            text = f"{exc.status} {exc.title}: no {what} {named}"
+    return text
+
+
 def exit_code(exc: BaseException) -> int:
     return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), FAILURE)
 
@@ -362,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         session.on_interrupt()
         return INTERRUPTED
     except E.TSMError as exc:
-        print(f"tsm: error: {exc}", file=sys.stderr)
+        print(f"tsm: error: {describe_error(exc, args)}", file=sys.stderr)
         return exit_code(exc)
     except OSError as exc:  # a local file: missing input, unwritable output
         text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)

@@ -178,7 +178,10 @@ async def watch_task(
             progress_key = (task.progress_done, task.progress_total, task.state)
             if progress_key != last_progress:
                 last_progress = progress_key
-                yield StreamEvent("progress", {"state": task.state, **snapshot.progress.model_dump(mode="json")})
+                rows = (task.checkpoint or {}).get("rows")  # an import's bytes progress, with its rows so far
+                extra = {"rows": rows} if isinstance(rows, int) and not isinstance(rows, bool) else {}
+                progress = snapshot.progress.model_dump(mode="json")
+                yield StreamEvent("progress", {"state": task.state, **progress, **extra})
             if task.state in S.TERMINAL:
                 yield StreamEvent("end", snapshot.model_dump(mode="json"))
                 return
