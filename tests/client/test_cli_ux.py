@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from clients import Client
-from tests.server import ROOT, free_port, poll
-from tests.test_cli import env, ok_json, one_error_line, tsm
-from tests.test_client import Live, live
+from tests.client.test_cli import env, ok_json, one_error_line, tsm
+from tests.helpers.clients import Live
+from tests.helpers.server import ROOT, free_port, poll
 
-__all__ = ["env", "live"]
+__all__ = ["env"]
 
 sqlite_only = pytest.mark.parametrize("live", ["sqlite"], indirect=True)
 
