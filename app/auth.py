@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.db import SessionDep
 from app.errors import Unauthorized
 from app.logs import bind
-from app.services.keys import Principal, authenticate
+from app.services.owners.keys import Principal, authenticate
 
 LOCAL_OWNER = "local"
 

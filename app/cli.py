@@ -24,7 +24,7 @@ from app.db import Database
 from app.errors import TSMError
 from app.logs import configure_logging
 from app.migrate import upgrade
-from app.services import keys
+from app.services.owners import keys
 
 logger = logging.getLogger("tsm")
 

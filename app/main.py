@@ -25,11 +25,11 @@ from app.routers import files as files_router
 from app.routers import health, tasks
 from app.routers import metrics as metrics_router
 from app.routers import tus as tus_router
-from app.services.bus import EventBus, PgListener, asyncpg_dsn
-from app.services.engine import TaskEngine
-from app.services.kinds import load_kinds
-from app.services.storage import ensure_dirs
-from app.services.tus_sweeper import UploadSweeper, reconcile_uploads
+from app.services.files.storage import ensure_dirs
+from app.services.files.sweeper import UploadSweeper, reconcile_uploads
+from app.services.runtime.bus import EventBus, PgListener, asyncpg_dsn
+from app.services.runtime.engine import TaskEngine
+from app.services.runtime.kinds import load_kinds
 
 logger = logging.getLogger("tsm")
 

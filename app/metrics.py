@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.models import Task, TaskEvent
-from app.services import states as S
+from app.services.runtime import states as S
 
 BYTES_UPLOADED = Counter("tsm_bytes_uploaded", "Bytes received by upload PATCH requests.")
 BYTES_DOWNLOADED = Counter("tsm_bytes_downloaded", "Bytes sent by file downloads.")

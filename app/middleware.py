@@ -21,9 +21,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BadRequest, PayloadTooLarge, problem
+from app.http.tus import is_offset_stream, tus_headers
 from app.logs import request_context
 from app.metrics import HTTP_REQUEST_SECONDS
-from app.services.tus_protocol import is_offset_stream, tus_headers
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")

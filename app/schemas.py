@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import File, Task
-from app.services import states as S
+from app.services.runtime import states as S
 
 # The largest value a BIGINT column holds (offsets, lengths, event ids): every integer a
 # client sends that reaches one is bounded by it.

@@ -13,9 +13,9 @@ from app.auth import PrincipalDep
 from app.db import SessionDep
 from app.errors import problems
 from app.routers.params import FileId, header_params
-from app.services.downloads import plan_download, stream_body
-from app.services.files import get_file
-from app.services.keys import Principal
+from app.services.files.catalog import get_file
+from app.services.files.downloads import plan_download, stream_body
+from app.services.owners.keys import Principal
 
 router = APIRouter(prefix="/files", tags=["downloads"])
 

@@ -11,7 +11,7 @@ from app.db import SessionDep
 from app.errors import problems
 from app.routers.params import FileId, TaskIdFilter
 from app.schemas import FileOrigin, FilePage, FileRead, FileState
-from app.services import files as service
+from app.services.files import catalog as service
 
 router = APIRouter(prefix="/files", tags=["files"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from app import metrics
 from app.db import DatabaseDep
-from app.services.kinds import registry
+from app.services.runtime.kinds import registry
 
 router = APIRouter(tags=["operations"])
 

@@ -21,9 +21,9 @@ from app.db import SessionDep
 from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, problems, validation_problem
 from app.routers.params import KindFilter, TaskId
 from app.schemas import BIGINT_MAX, KindRead, TaskCreate, TaskPage, TaskRead, TaskState
-from app.services import tasks as service
-from app.services.engine import TaskEngine
-from app.services.kinds import registry
+from app.services.runtime import tasks as service
+from app.services.runtime.engine import TaskEngine
+from app.services.runtime.kinds import registry
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 M = TypeVar("M", bound=BaseModel)

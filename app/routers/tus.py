@@ -19,13 +19,7 @@ from fastapi.routing import APIRoute
 from app.auth import PrincipalDep
 from app.db import DatabaseDep, SessionDep
 from app.errors import BadRequest, TSMError, UnsupportedMediaType, problems
-from app.models import File
-from app.routers.downloads import CONDITIONAL_HEADERS, DOWNLOAD_PROBLEMS, download_response
-from app.routers.params import FileId, header_params
-from app.schemas import BIGINT_MAX
-from app.services import uploads
-from app.services.files import UPLOADING, find_file
-from app.services.tus_protocol import (
+from app.http.tus import (
     CHECKSUM_ALGORITHMS,
     OFFSET_CONTENT_TYPE,
     TUS_EXTENSIONS,
@@ -39,7 +33,13 @@ from app.services.tus_protocol import (
     parse_uint,
     tus_headers,
 )
-from app.services.tus_writer import BodyInterrupted
+from app.models import File
+from app.routers.downloads import CONDITIONAL_HEADERS, DOWNLOAD_PROBLEMS, download_response
+from app.routers.params import FileId, header_params
+from app.schemas import BIGINT_MAX
+from app.services.files import uploads
+from app.services.files.catalog import UPLOADING, find_file
+from app.services.files.writer import BodyInterrupted
 
 
 class TusRoute(APIRoute):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.services import keys
+from app.services.owners import keys
 from tests.helpers.apps import open_app, wait_state
 from tests.helpers.server import ROOT
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.models import File, utcnow
-from app.services.storage import file_path
+from app.services.files.storage import file_path
 from tests.helpers.tus import TUS, key_headers, upload
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable enough

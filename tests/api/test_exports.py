@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.metrics import ROWS_EXPORTED
-from app.services.export_common import csv_line
-from app.services.keys import create_key
+from app.services.csv_export.plan import csv_line
+from app.services.owners.keys import create_key
 from tests.helpers.apps import make_settings, open_app, wait_for, wait_state
 from tests.helpers.exports import NASTY, PAGE_ROWS, Tables, expected_csv, file_rows
 
@@ -440,7 +440,9 @@ async def test_pause_resume_on_a_text_key_gives_identical_bytes(exp, tables, exp
 
 
 async def test_wide_rows_make_shorter_pages(exp, tables, export_settings, monkeypatch):
-    from app.services import export_common, export_pg, export_sqlite
+    from app.services.csv_export import plan as export_common
+    from app.services.csv_export import source_pg as export_pg
+    from app.services.csv_export import source_sqlite as export_sqlite
 
     _app, client = exp
     rows = [(i, "w" * 1000 + str(i)) for i in range(40)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.errors import NotFound
-from app.services.files import get_file
-from app.services.keys import Principal
+from app.services.files.catalog import get_file
+from app.services.owners.keys import Principal
 from tests.helpers.tus import TUS, key_headers, new_upload, patch, upload
 
 

@@ -102,7 +102,7 @@ def test_own_database_is_never_opened_and_keeps_its_locks(tmp_path: Path):
 def test_database_siblings_are_refused_whatever_their_name(tmp_path: Path, db_name: str):
     """Decided from TSM_DATABASE_URL, not from a fixed file name."""
     from app.errors import Unprocessable
-    from app.services.import_source import resolve_storage_path
+    from app.services.csv_import.source import resolve_storage_path
     from tests.helpers.apps import make_settings
 
     storage = tmp_path / "storage"
@@ -117,7 +117,7 @@ def test_database_siblings_are_refused_whatever_their_name(tmp_path: Path, db_na
 
 def test_everything_the_service_manages_is_refused_by_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from app.errors import NotFound, Unprocessable
-    from app.services.import_source import resolve_storage_path
+    from app.services.csv_import.source import resolve_storage_path
     from tests.helpers.apps import make_settings
 
     storage = tmp_path / "storage"
@@ -270,7 +270,7 @@ async def test_database_errors_are_described_without_sql(db: str, pg_url: str):
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from app.services.imports import describe_error
+    from app.services.csv_import.kind import describe_error
 
     url = "sqlite+aiosqlite://" if db == "sqlite" else pg_url
     engine = create_async_engine(url)
@@ -387,8 +387,8 @@ async def test_discard_is_idempotent_and_needs_no_staging_table(env: ImportEnv):
     import uuid
 
     from app.models import Task
-    from app.services.imports import ImportCsv
-    from app.services.runner import TaskContext
+    from app.services.csv_import.kind import ImportCsv
+    from app.services.runtime.runner import TaskContext
 
     params = ImportCsv.params_model.model_validate({"path": "incoming/a.csv", "table": "never", "on_error": "skip"})
     task = Task(id=str(uuid.uuid4()), kind="import_csv", owner="local", attempts=1, max_attempts=3, progress_done=0)

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from app.services.storage import file_path
+from app.services.files.storage import file_path
 from tests.helpers.apps import open_app, wait_state
 from tests.helpers.exports import Tables, file_rows
 from tests.helpers.server import LiveServer, poll

@@ -10,7 +10,7 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 
 from app.models import utcnow
-from app.services.storage import file_path
+from app.services.files.storage import file_path
 from tests.helpers.apps import open_app
 from tests.helpers.tus import (
     OCTET,

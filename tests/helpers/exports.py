@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.models import File
-from app.services.bus import asyncpg_dsn
-from app.services.export_common import csv_line
-from app.services.namespaces import owner_schema, sqlite_tables_path
+from app.services.csv_export.plan import csv_line
+from app.services.owners.namespaces import owner_schema, sqlite_tables_path
+from app.services.runtime.bus import asyncpg_dsn
 
 PAGE_ROWS = 5
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.main import create_app
 from app.models import File, utcnow
-from app.services.storage import file_path
+from app.services.files.storage import file_path
 from tests.helpers.apps import make_settings, wait_state
 from tests.helpers.database import dsn
 

@@ -10,8 +10,8 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services.kinds import KindParams, TaskKind, task_kind
-from app.services.runner import TaskContext
+from app.services.runtime.kinds import KindParams, TaskKind, task_kind
+from app.services.runtime.runner import TaskContext
 
 STEP_LOG_DDL = "CREATE TABLE IF NOT EXISTS step_log (task_id VARCHAR(36) NOT NULL, step INTEGER NOT NULL)"
 

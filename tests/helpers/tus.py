@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.models import File
-from app.services.keys import create_key
+from app.services.owners.keys import create_key
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}

@@ -1,4 +1,4 @@
-"""Record boundaries, names and types of app.services.csv_scan (pure functions, no database)."""
+"""Record boundaries, names and types of app.services.csv_import.scan (pure functions, no database)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import io
 import random
 
-from app.services import csv_scan
+from app.services.csv_import import scan as csv_scan
 
 Q = ord('"')
 

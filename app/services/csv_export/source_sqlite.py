@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import NotFound
-from app.services.export_common import (
+from app.services.csv_export.plan import (
     COMPARISONS,
     ExportPlan,
     KeyCandidate,
@@ -30,7 +30,7 @@ from app.services.export_common import (
     choose_key,
     csv_field,
 )
-from app.services.namespaces import quote
+from app.services.owners.namespaces import quote
 
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 MAX_PAGE_BYTES = 32 * 1024 * 1024

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
-    from app.services.keys import Principal
-    from app.services.runner import TaskContext
+    from app.services.owners.keys import Principal
+    from app.services.runtime.runner import TaskContext
 
 logger = logging.getLogger("tsm.kinds")
 
@@ -96,8 +96,8 @@ def task_kind(name: str) -> Any:
     return decorate
 
 
-BUILTIN_MODULES = ("app.services.process",)
-OPTIONAL_BUILTINS = ("app.services.imports", "app.services.exports")
+BUILTIN_MODULES = ("app.services.process.kind",)
+OPTIONAL_BUILTINS = ("app.services.csv_import.kind", "app.services.csv_export.kind")
 
 
 def load_kinds(extra_modules: list[str] | tuple[str, ...] = ()) -> None:

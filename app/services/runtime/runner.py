@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import CHECKPOINT_SECONDS
 from app.models import Task, utcnow
-from app.services.bus import notify
+from app.services.runtime.bus import notify
 
 if TYPE_CHECKING:
-    from app.services.engine import TaskEngine
+    from app.services.runtime.engine import TaskEngine
 
 Work = Callable[[AsyncConnection], Awaitable[None]]
 

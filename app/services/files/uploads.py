@@ -36,14 +36,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db import Database
 from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
+from app.http.tus import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
 from app.models import File, new_id, utcnow
-from app.services import tus_writer as writer
-from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
-from app.services.keys import Principal
-from app.services.limits import check_open_uploads, check_storage, hold_quota
-from app.services.storage import file_path
-from app.services.tus_protocol import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
-from app.services.tus_sweeper import compute_sha256_later
+from app.services.files import writer
+from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
+from app.services.files.storage import file_path
+from app.services.files.sweeper import compute_sha256_later
+from app.services.owners.keys import Principal
+from app.services.owners.limits import check_open_uploads, check_storage, hold_quota
 
 logger = logging.getLogger("tsm.uploads")
 

@@ -6,7 +6,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import TaskEvent, utcnow
-from app.services.bus import notify
+from app.services.runtime.bus import notify
 
 
 async def record_event(session: AsyncSession, task_id: str, state: str, message: str | None = None) -> None:

@@ -15,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Task, TaskEvent, utcnow
 from app.schemas import TaskCreate, TaskRead
-from app.services import states as S
-from app.services.bus import notify
-from app.services.engine import TaskEngine
-from app.services.events import record_event
-from app.services.keys import Principal
-from app.services.kinds import registry
-from app.services.limits import check_active_tasks
+from app.services.owners.keys import Principal
+from app.services.owners.limits import check_active_tasks
 from app.services.paging import newest_first
+from app.services.runtime import states as S
+from app.services.runtime.bus import notify
+from app.services.runtime.engine import TaskEngine
+from app.services.runtime.events import record_event
+from app.services.runtime.kinds import registry
 
 KEEPALIVE_SECONDS = 15.0
 

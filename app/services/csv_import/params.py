@@ -21,9 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Unprocessable
-from app.services.import_pg import ImportFailed
-from app.services.kinds import KindParams
-from app.services.namespaces import (
+from app.services.csv_import.loader_pg import ImportFailed
+from app.services.owners.namespaces import (
     MAX_COLUMNS,
     owner_schema,
     quote,
@@ -31,6 +30,7 @@ from app.services.namespaces import (
     validate_column_name,
     validate_identifier,
 )
+from app.services.runtime.kinds import KindParams
 
 STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, true, update
 
 from app.models import Task, utcnow
-from app.services import states as S
-from app.services.bus import notify
-from app.services.events import record_event
+from app.services.runtime import states as S
+from app.services.runtime.bus import notify
+from app.services.runtime.events import record_event
 
 if TYPE_CHECKING:
-    from app.services.engine import TaskEngine
+    from app.services.runtime.engine import TaskEngine
 
 logger = logging.getLogger("tsm.engine")
 

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 
 from app.errors import NotFound, Unprocessable
-from app.services.export_common import (
+from app.services.csv_export.plan import (
     COMPARISONS,
     ExportPlan,
     KeyCandidate,
@@ -40,7 +40,7 @@ from app.services.export_common import (
     check_columns,
     choose_key,
 )
-from app.services.namespaces import quote
+from app.services.owners.namespaces import quote
 
 # Session settings that change how values print; captured on the first run, restored on resume.
 OUTPUT_SETTINGS = ("DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits", "bytea_output", "lc_monetary")

@@ -29,11 +29,11 @@ import aiofiles.os
 
 from app.config import Settings
 from app.errors import Conflict, NotFound, PreconditionFailed, RangeNotSatisfiable
+from app.http.tus import http_date
 from app.metrics import BYTES_DOWNLOADED
 from app.models import File
-from app.services.files import COMPLETE
-from app.services.storage import file_path
-from app.services.tus_protocol import http_date
+from app.services.files.catalog import COMPLETE
+from app.services.files.storage import file_path
 
 READ_BYTES = 1 << 20
 MAX_RANGES = 64

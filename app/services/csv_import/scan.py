@@ -25,7 +25,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from app.services.namespaces import RESERVED_COLUMNS, RESERVED_PREFIXES
+from app.services.owners.namespaces import RESERVED_COLUMNS, RESERVED_PREFIXES
 
 BOM = b"\xef\xbb\xbf"
 MAX_RECORD_BYTES = 64 * 1024 * 1024

@@ -23,10 +23,10 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services import csv_scan
-from app.services.import_source import Batch, Rejects, decode
-from app.services.namespaces import quote as q
-from app.services.runner import TaskContext, TaskInterrupt
+from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.source import Batch, Rejects, decode
+from app.services.owners.namespaces import quote as q
+from app.services.runtime.runner import TaskContext, TaskInterrupt
 
 # Errors that one record causes ("row is too big" is a limit): it goes to the rejects
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.config import Settings
 from app.errors import Locked, PayloadTooLarge, TooManyRequests
 from app.models import File, Task, utcnow
-from app.services import states as S
-from app.services.files import COMPLETE, UPLOADING, WRITING
+from app.services.files.catalog import COMPLETE, UPLOADING, WRITING
+from app.services.runtime import states as S
 
 Executor = AsyncSession | AsyncConnection
 

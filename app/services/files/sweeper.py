@@ -23,9 +23,9 @@ from sqlalchemy import delete, or_, select, update
 from app.config import Settings
 from app.db import Database
 from app.models import File, new_id, utcnow
-from app.services import tus_writer as writer
-from app.services.files import COMPLETE, DELETED, EXPIRED, UPLOADING
-from app.services.storage import file_path
+from app.services.files import writer
+from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING
+from app.services.files.storage import file_path
 
 logger = logging.getLogger("tsm.uploads")
 

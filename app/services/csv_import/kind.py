@@ -17,7 +17,7 @@ to a reject CSV instead (a ``files`` row, downloadable at ``GET /files/{id}``). 
 storage error is told in words, never as SQL: permanent if retrying cannot help (a name or a
 limit the database refuses), retried from the checkpoint otherwise (connection, lock, disk).
 
-Tables live in the owner's namespace (app.services.namespaces), never beside the service's.
+Tables live in the owner's namespace (app.services.owners.namespaces), never beside the service's.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
-from app.services import csv_scan
-from app.services.import_params import ImportParams, append_columns, check_encoding, staging_name, target_columns
-from app.services.import_pg import ImportFailed, PgLoader
-from app.services.import_source import (
+from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.loader_pg import ImportFailed, PgLoader
+from app.services.csv_import.loader_sqlite import SqliteLoader
+from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
+from app.services.csv_import.source import (
     BatchReader,
     RecordError,
     Rejects,
@@ -47,11 +48,10 @@ from app.services.import_source import (
     remove_rejects,
     resolve_source,
 )
-from app.services.import_sqlite import SqliteLoader
-from app.services.keys import Principal
-from app.services.kinds import TaskKind, task_kind
-from app.services.namespaces import owner_schema, sqlite_tables_path
-from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
+from app.services.owners.keys import Principal
+from app.services.owners.namespaces import owner_schema, sqlite_tables_path
+from app.services.runtime.kinds import TaskKind, task_kind
+from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt
 
 TARGET_BATCH_SECONDS = 1.0
 TARGET_SQLITE_SECONDS = 0.15

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field
 
-from app.services.kinds import KindParams, TaskKind, task_kind
-from app.services.runner import TaskContext
+from app.services.runtime.kinds import KindParams, TaskKind, task_kind
+from app.services.runtime.runner import TaskContext
 
 
 class ProcessParams(KindParams):

@@ -27,12 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.services import csv_scan
-from app.services.csv_scan import CsvError
-from app.services.import_pg import ImportFailed
-from app.services.import_source import Batch, Rejects, decode
-from app.services.namespaces import quote as q
-from app.services.runner import TaskContext
+from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.loader_pg import ImportFailed
+from app.services.csv_import.scan import CsvError
+from app.services.csv_import.source import Batch, Rejects, decode
+from app.services.owners.namespaces import quote as q
+from app.services.runtime.runner import TaskContext
 
 STATE_DDL = "CREATE TABLE IF NOT EXISTS tsm_import_state (task_id TEXT PRIMARY KEY, state TEXT NOT NULL)"
 

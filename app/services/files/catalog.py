@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
 from app.models import File
-from app.services.keys import Principal
+from app.services.owners.keys import Principal
 from app.services.paging import newest_first
 
 UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = "uploading", "complete", "expired", "deleted", "writing"

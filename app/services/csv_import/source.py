@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import File, utcnow
-from app.services import csv_scan
-from app.services.csv_scan import BOM, MAX_RECORD_BYTES, CsvError
-from app.services.files import get_file
-from app.services.keys import Principal
-from app.services.namespaces import MAX_COLUMNS
-from app.services.storage import file_path, linked_to_service, managed_by_service
+from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.scan import BOM, MAX_RECORD_BYTES, CsvError
+from app.services.files.catalog import get_file
+from app.services.files.storage import file_path, linked_to_service, managed_by_service
+from app.services.owners.keys import Principal
+from app.services.owners.namespaces import MAX_COLUMNS
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
@@ -50,7 +50,7 @@ def resolve_storage_path(settings: Settings, relative: str) -> Path:
     """A regular file inside storage/ that the service does not manage itself (422 otherwise).
 
     Decided by resolved location and ``stat`` before anything opens the file (see
-    app.services.storage): opening the service's own database to find out would already
+    app.services.files.storage): opening the service's own database to find out would already
     have dropped its locks.
     """
     pure = PurePosixPath(relative)

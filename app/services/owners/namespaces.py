@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.errors import Unprocessable
-from app.services.storage import tables_dir
+from app.services.files.storage import tables_dir
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_PREFIXES = ("pg_", "sqlite_", "tsm_")

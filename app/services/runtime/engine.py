@@ -1,7 +1,7 @@
 """The task engine: claims queued tasks, runs them under a lease, and settles how they end.
 
     claim loop ── FOR UPDATE SKIP LOCKED ──▶ run kind (asyncio task) ──▶ settle from the row
-    upkeep     ── heartbeat, reaper and progress writer (app/services/upkeep.py)
+    upkeep     ── heartbeat, reaper and progress writer (app/services/runtime/upkeep.py)
 
 Replicas share nothing but the database: a task belongs to whoever holds an unexpired
 lease, and every write a runner makes is fenced by its lease token.
@@ -26,12 +26,12 @@ from app.db import Database
 from app.logs import bind
 from app.metrics import observe_control_latency
 from app.models import Task, utcnow
-from app.services import states as S
-from app.services.bus import EventBus, notify
-from app.services.events import record_event
-from app.services.kinds import TaskKind, registry
-from app.services.runner import LeaseLost, TaskContext, TaskInterrupt
-from app.services.upkeep import Upkeep
+from app.services.runtime import states as S
+from app.services.runtime.bus import EventBus, notify
+from app.services.runtime.events import record_event
+from app.services.runtime.kinds import TaskKind, registry
+from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt
+from app.services.runtime.upkeep import Upkeep
 
 logger = logging.getLogger("tsm.engine")
 

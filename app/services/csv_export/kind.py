@@ -30,21 +30,21 @@ from app.config import Settings
 from app.errors import NotFound, Unprocessable
 from app.metrics import ROWS_EXPORTED
 from app.models import File, new_id, utcnow
-from app.services.bus import asyncpg_dsn
-from app.services.export_common import ExportPlan, FileSink, FilterSpec, Source, csv_line, fsync_dir
-from app.services.export_pg import PgSource
-from app.services.export_sqlite import SqliteSource
-from app.services.keys import OWNER_PATTERN
-from app.services.kinds import KindParams, TaskKind, task_kind
-from app.services.limits import QuotaExceeded, check_storage
-from app.services.namespaces import owner_schema, sqlite_tables_path, validate_identifier
-from app.services.runner import TaskContext, Work
-from app.services.storage import file_path
+from app.services.csv_export.plan import ExportPlan, FileSink, FilterSpec, Source, csv_line, fsync_dir
+from app.services.csv_export.source_pg import PgSource
+from app.services.csv_export.source_sqlite import SqliteSource
+from app.services.files.storage import file_path
+from app.services.owners.keys import OWNER_PATTERN
+from app.services.owners.limits import QuotaExceeded, check_storage
+from app.services.owners.namespaces import owner_schema, sqlite_tables_path, validate_identifier
+from app.services.runtime.bus import asyncpg_dsn
+from app.services.runtime.kinds import KindParams, TaskKind, task_kind
+from app.services.runtime.runner import TaskContext, Work
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.services.keys import Principal
+    from app.services.owners.keys import Principal
 
 logger = logging.getLogger("tsm.exports")
 

@@ -1,0 +1,1 @@
+"""Kind ``export_csv``: a table into a CSV file, in keyset pages, pausable and byte-identical."""

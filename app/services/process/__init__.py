@@ -1,0 +1,1 @@
+"""Kind ``process``: a long server-side process of N checkpointed steps."""
