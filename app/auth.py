@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.db import SessionDep
 from app.errors import Unauthorized
+from app.http.deps import SessionDep
 from app.logs import bind
 from app.services.owners.keys import Principal, authenticate
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.config import Settings, get_settings
 from app.db import Database
-from app.errors import install_error_handlers
+from app.http.problems import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
 from app.migrate import upgrade

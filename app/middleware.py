@@ -20,7 +20,8 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BadRequest, PayloadTooLarge, problem
+from app.errors import BadRequest, PayloadTooLarge
+from app.http.problems import problem
 from app.http.tus import is_offset_stream, tus_headers
 from app.logs import request_context
 from app.metrics import HTTP_REQUEST_SECONDS

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from app.errors import problem_schemas
+from app.http.problems import problem_schemas
 from app.schemas import TaskCreate
 
 REF_TEMPLATE = "#/components/schemas/{model}"

@@ -19,7 +19,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
-from app.errors import BadRequest, PreconditionFailed, TSMError
+from app.errors import BadRequest, PreconditionFailed
 from app.schemas import BIGINT_MAX
 
 TUS_VERSION = "1.0.0"
@@ -32,18 +32,6 @@ MAX_METADATA_PAIRS = 64
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _KEY = re.compile(r"[!-+\--~]+")  # visible ASCII without ","; spaces are the separator
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
-
-
-class ChecksumMismatch(TSMError):
-    """The chunk's checksum does not match Upload-Checksum; the chunk was discarded."""
-
-    status, title = 460, "Checksum Mismatch"
-
-
-class InsufficientStorage(TSMError):
-    """The server's disk is full; the bytes before this chunk are kept."""
-
-    status, title = 507, "Insufficient Storage"
 
 
 def tus_headers() -> dict[str, str]:
@@ -70,6 +58,17 @@ def parse_uint(name: str, value: str | None) -> int | None:
     if number > BIGINT_MAX:
         raise BadRequest(f"{name} must be at most {BIGINT_MAX}, got {number}")
     return number
+
+
+def parse_upload_length(length: str | None, defer_length: str | None) -> int | None:
+    """Upload-Length, or None for ``Upload-Defer-Length: 1``; exactly one of them must be sent."""
+    if defer_length is not None and defer_length.strip() != "1":
+        raise BadRequest("Upload-Defer-Length must be 1")
+    if length is None and defer_length is None:
+        raise BadRequest("send Upload-Length, or Upload-Defer-Length: 1 when the size is not known yet")
+    if length is not None and defer_length is not None:
+        raise BadRequest("send either Upload-Length or Upload-Defer-Length, not both")
+    return parse_uint("Upload-Length", length)
 
 
 def _b64decode(text: str) -> bytes:

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.auth import PrincipalDep
-from app.db import SessionDep
-from app.errors import problems
-from app.routers.params import FileId, TaskIdFilter
+from app.http.deps import SessionDep
+from app.http.params import FileId, TaskIdFilter
+from app.http.problems import problems
 from app.schemas import FileOrigin, FilePage, FileRead, FileState
 from app.services.files import catalog as service
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from app.db import DatabaseDep
-from app.errors import problem, problems
+from app.http.deps import DatabaseDep
+from app.http.problems import problem, problems
 from app.schemas import HealthRead
 
 router = APIRouter(tags=["health"])

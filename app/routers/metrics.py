@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app import metrics
-from app.db import DatabaseDep
+from app.http.deps import DatabaseDep
 from app.services.runtime.kinds import registry
 
 router = APIRouter(tags=["operations"])

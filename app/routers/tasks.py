@@ -17,9 +17,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import PrincipalDep
-from app.db import SessionDep
-from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, problems, validation_problem
-from app.routers.params import KindFilter, TaskId
+from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, validation_problem
+from app.http.deps import SessionDep
+from app.http.params import KindFilter, TaskId
+from app.http.problems import problems
 from app.schemas import BIGINT_MAX, KindRead, TaskCreate, TaskPage, TaskRead, TaskState
 from app.services.runtime import tasks as service
 from app.services.runtime.engine import TaskEngine

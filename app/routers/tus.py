@@ -17,8 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from app.auth import PrincipalDep
-from app.db import DatabaseDep, SessionDep
-from app.errors import BadRequest, TSMError, UnsupportedMediaType, problems
+from app.errors import BadRequest, TSMError, UnsupportedMediaType
+from app.http.deps import DatabaseDep, SessionDep
+from app.http.downloads import CONDITIONAL_HEADERS, DOWNLOAD_PROBLEMS, download_response
+from app.http.params import FileId, header_params
+from app.http.problems import problems
 from app.http.tus import (
     CHECKSUM_ALGORITHMS,
     OFFSET_CONTENT_TYPE,
@@ -31,11 +34,12 @@ from app.http.tus import (
     parse_checksum,
     parse_metadata,
     parse_uint,
+    parse_upload_length,
+    safe_content_type,
+    safe_filename,
     tus_headers,
 )
 from app.models import File
-from app.routers.downloads import CONDITIONAL_HEADERS, DOWNLOAD_PROBLEMS, download_response
-from app.routers.params import FileId, header_params
 from app.schemas import BIGINT_MAX
 from app.services.files import uploads
 from app.services.files.catalog import UPLOADING, find_file
@@ -164,7 +168,7 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
     """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload."""
     check_version(request.headers.get("tus-resumable"))
     settings = _settings(request)
-    length = parse_uint("Upload-Length", request.headers.get("upload-length"))
+    length = parse_upload_length(request.headers.get("upload-length"), request.headers.get("upload-defer-length"))
     metadata = parse_metadata(request.headers.get("upload-metadata"))
     content_length = parse_uint("Content-Length", request.headers.get("content-length"))
     with_body = is_offset_stream(request.headers.get("content-type"))
@@ -178,8 +182,9 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
         settings,
         principal,
         length=length,
-        defer_length=request.headers.get("upload-defer-length"),
         metadata=metadata,
+        filename=safe_filename(metadata),
+        content_type=safe_content_type(metadata),
     )
     if patch is not None and row.length != 0:
         # The upload exists even if its first chunk failed: Upload-Offset tells what was kept.

@@ -6,8 +6,6 @@ One ``files`` table holds tus uploads (origin "upload") and files the server mak
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,13 +19,9 @@ STATES = (UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING)
 ORIGINS = ("upload", "export", "rejects")
 
 
-def visible(principal: Principal) -> Any:
-    return True if principal.is_admin else File.owner == principal.owner
-
-
 async def find_file(session: AsyncSession, principal: Principal, file_id: str) -> File | None:
     """The caller's row in any state (deleted and expired included), or None."""
-    query = select(File).where(File.id == file_id, visible(principal))
+    query = select(File).where(File.id == file_id, principal.sees(File.owner))
     return (await session.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
@@ -50,7 +44,7 @@ async def list_files(
     cursor: str | None = None,
 ) -> tuple[list[File], str | None]:
     """Newest first; deleted rows only when asked for by ``state``."""
-    query = select(File).where(visible(principal))
+    query = select(File).where(principal.sees(File.owner))
     query = query.where(File.state == state) if state is not None else query.where(File.state != DELETED)
     if origin is not None:
         query = query.where(File.origin == origin)

@@ -35,11 +35,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import Database
-from app.errors import BadRequest, Conflict, Gone, Locked, NotFound, PayloadTooLarge
-from app.http.tus import ChecksumMismatch, InsufficientStorage, safe_content_type, safe_filename
+from app.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    Gone,
+    InsufficientStorage,
+    Locked,
+    NotFound,
+    PayloadTooLarge,
+)
 from app.models import File, new_id, utcnow
 from app.services.files import writer
-from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file, visible
+from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
 from app.services.files.storage import file_path
 from app.services.files.sweeper import compute_sha256_later
 from app.services.owners.keys import Principal
@@ -72,16 +80,14 @@ async def create_upload(
     principal: Principal,
     *,
     length: int | None,
-    defer_length: str | None,
     metadata: dict[str, str | None],
+    filename: str | None,
+    content_type: str | None,
 ) -> File:
-    """A new, empty upload (row + zero-byte file), after every limit has been checked."""
-    if defer_length is not None and defer_length.strip() != "1":
-        raise BadRequest("Upload-Defer-Length must be 1")
-    if length is None and defer_length is None:
-        raise BadRequest("send Upload-Length, or Upload-Defer-Length: 1 when the size is not known yet")
-    if length is not None and defer_length is not None:
-        raise BadRequest("send either Upload-Length or Upload-Defer-Length, not both")
+    """A new, empty upload (row + zero-byte file), after every limit has been checked.
+
+    ``length`` None is a deferred length; ``filename`` and ``content_type`` come already made safe.
+    """
     if length is not None:
         _check_size(settings, length)
     async with database.sessionmaker() as session:
@@ -91,8 +97,8 @@ async def create_upload(
         row = File(
             owner=principal.owner,
             origin="upload",
-            filename=safe_filename(metadata),
-            content_type=safe_content_type(metadata),
+            filename=filename,
+            content_type=content_type,
             metadata_=metadata,
             length=length,
             offset=0,
@@ -141,7 +147,7 @@ async def _acquire(
                 update(File)
                 .where(
                     File.id == file_id,
-                    visible(principal),
+                    principal.sees(File.owner),
                     File.origin == "upload",
                     File.offset == request.offset,
                     File.state.in_((UPLOADING, COMPLETE)),

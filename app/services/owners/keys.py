@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound, Unprocessable
@@ -34,6 +34,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def sees(self, owner_column: ColumnElement[str]) -> ColumnElement[bool]:
+        """The one owner filter: rows of this principal's owner, or every row for an admin."""
+        return true() if self.is_admin else owner_column == self.owner
 
 
 def validate_owner(owner: str) -> str:

@@ -27,10 +27,6 @@ from app.services.runtime.kinds import registry
 KEEPALIVE_SECONDS = 15.0
 
 
-def _visible(principal: Principal) -> Any:
-    return True if principal.is_admin else Task.owner == principal.owner
-
-
 def format_validation_error(exc: ValidationError, prefix: str) -> str:
     parts = []
     for error in exc.errors():
@@ -82,7 +78,9 @@ def _is_uuid(value: str) -> bool:
 async def get_task(session: AsyncSession, principal: Principal, task_id: str) -> Task:
     if not _is_uuid(task_id):  # never let arbitrary bytes (NUL, path tricks) reach SQL
         raise NotFound(f"no task with id {task_id!r}")
-    task = (await session.execute(select(Task).where(Task.id == task_id, _visible(principal)))).scalar_one_or_none()
+    task = (
+        await session.execute(select(Task).where(Task.id == task_id, principal.sees(Task.owner)))
+    ).scalar_one_or_none()
     if task is None:
         raise NotFound(f"no task with id {task_id!r}")
     return task
@@ -97,7 +95,7 @@ async def list_tasks(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Task], str | None]:
-    query = select(Task).where(_visible(principal))
+    query = select(Task).where(principal.sees(Task.owner))
     if state is not None:
         query = query.where(Task.state == state)
     if kind is not None:

@@ -1,0 +1,51 @@
+"""A download as an HTTP answer: the one response both ``GET`` and a plain ``HEAD /files/{id}`` give.
+
+(``HEAD /files/{id}`` without ``Tus-Resumable`` is routed by the tus router; it answers with
+this same response, so the two routers share it here rather than import each other.)
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.http.problems import problems
+from app.http.ranges import plan_download, stream_body
+from app.services.files.catalog import get_file
+from app.services.files.downloads import stored_file
+from app.services.owners.keys import Principal
+
+_TEXT: dict[str, str] = {"type": "string"}
+ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+CONDITIONAL_HEADERS = (
+    ("If-Match", False, _TEXT, "ETags; none matches → 412."),
+    ("If-None-Match", False, _TEXT, "ETags; one matches → 304."),
+    ("If-Modified-Since", False, _TEXT, "HTTP date; not modified since → 304."),
+    ("If-Unmodified-Since", False, _TEXT, "HTTP date; modified since → 412."),
+)
+RANGE_HEADERS = (
+    ("Range", False, _TEXT, "`bytes=a-b`, `a-`, `-n`, or several separated by commas."),
+    ("If-Range", False, _TEXT, "ETag or HTTP date: the Range applies only while it still matches."),
+)
+DOWNLOAD_PROBLEMS = problems(
+    401,
+    (404, "No such file (or not yours)."),
+    (409, "The file is not complete yet."),
+    (412, "If-Match / If-Unmodified-Since failed."),
+)
+
+
+async def download_response(
+    request: Request, session: AsyncSession, principal: Principal, file_id: str, method: str
+) -> Response:
+    row = await get_file(session, principal, file_id)
+    await session.commit()  # hand the connection back before a long body starts streaming
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    stored = await stored_file(request.app.state.settings, row)
+    plan = plan_download(stored, method, headers)
+    if plan.status == 304 or method == "HEAD":
+        media_type = None if plan.status == 304 else plan.content_type
+        return Response(status_code=plan.status, headers=plan.headers, media_type=media_type)
+    body = stream_body(plan, stored.read_range)
+    return StreamingResponse(body, status_code=plan.status, headers=plan.headers, media_type=plan.content_type)
