@@ -177,7 +177,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
     uvicorn's own access log is switched off: ``tsm.access`` (see app/middleware.py) replaces it
     with lines that carry the request id, the route and the duration.
     """
-    handler = logging.StreamHandler(stream or _Stderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(stream or _Stderr())
     handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
     handler.addFilter(ContextFilter())
     handler.set_name("tsm")

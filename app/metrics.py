@@ -91,7 +91,7 @@ def render(counts: dict[tuple[str, str], int], kinds: list[str]) -> bytes:
     """The exposition text: this process's (or all workers') samples, then the task gauge."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
     else:
         registry = REGISTRY
     scrape = CollectorRegistry(auto_describe=False)

@@ -74,8 +74,8 @@ class TaskRead(BaseModel):
             owner=task.owner,
             kind=task.kind,
             params=task.params,
-            state=task.state,  # type: ignore[arg-type]
-            control=task.control,  # type: ignore[arg-type]
+            state=task.state,
+            control=task.control,
             progress=Progress(
                 done=done,
                 total=total,
@@ -146,14 +146,14 @@ class FileRead(BaseModel):
         return cls(
             id=row.id,
             owner=row.owner,
-            origin=row.origin,  # type: ignore[arg-type]
+            origin=row.origin,
             filename=row.filename,
             content_type=row.content_type,
             metadata=row.metadata_ or {},
             length=row.length,
             offset=row.offset,
             percent=percent,
-            state=row.state,  # type: ignore[arg-type]
+            state=row.state,
             sha256=row.sha256,
             task_id=row.task_id,
             expires_at=row.expires_at,

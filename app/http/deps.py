@@ -12,7 +12,8 @@ from app.db import Database
 
 
 def get_database(request: Request) -> Database:
-    return request.app.state.database
+    database: Database = request.app.state.database
+    return database
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

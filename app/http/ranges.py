@@ -83,7 +83,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
             return None
         first, last = match.group(1), match.group(2)
         if first is None:  # suffix: the last n bytes
-            n = int(last)  # type: ignore[arg-type]
+            n = int(last)
             if n > 0 and size > 0:
                 ranges.append((max(0, size - n), size - 1))
             continue

@@ -31,7 +31,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def get_engine(request: Request) -> TaskEngine:
-    return request.app.state.engine
+    engine: TaskEngine = request.app.state.engine
+    return engine
 
 
 EngineDep = Annotated[TaskEngine, Depends(get_engine)]
@@ -69,9 +70,9 @@ def _validate(model: type[M], data: Any, *where: str) -> M:
     """``model.model_validate(data)``; unknown fields of a strict model are counted first, so a
     body of a hundred thousand of them costs a set difference, not a hundred thousand errors."""
     if isinstance(data, dict) and model.model_config.get("extra") == "forbid":
-        known = {name for name, field in model.model_fields.items() for name in (name, field.alias) if name}
+        known = {key for name, field in model.model_fields.items() for key in (name, field.alias) if key}
         if unknown := [key for key in data if key not in known]:
-            errors = [
+            errors: list[dict[str, Any]] = [
                 {"loc": (*where, key), "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
                 for key in unknown[:MAX_REPORTED_ERRORS]
             ]
@@ -79,8 +80,8 @@ def _validate(model: type[M], data: Any, *where: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)[:MAX_REPORTED_ERRORS]
-        raise validation_problem([{**e, "loc": (*where, *e["loc"])} for e in errors], exc.error_count()) from None
+        shown = exc.errors(include_url=False, include_context=False, include_input=False)[:MAX_REPORTED_ERRORS]
+        raise validation_problem([{**e, "loc": (*where, *e["loc"])} for e in shown], exc.error_count()) from None
 
 
 async def _task_create(request: Request) -> TaskCreate:

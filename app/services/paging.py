@@ -47,7 +47,7 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 
 
 async def newest_first(
-    session: AsyncSession, query: Select[tuple[Row]], model: Any, *, limit: int, cursor: str | None
+    session: AsyncSession, query: Select[Row], model: Any, *, limit: int, cursor: str | None
 ) -> tuple[list[Row], str | None]:
     """One page of ``query`` and the cursor of the next page (None on the last one)."""
     if cursor is not None:

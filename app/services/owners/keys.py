@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select, true, update
+from sqlalchemy import ColumnElement, SQLColumnExpression, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound, Unprocessable
@@ -35,7 +35,7 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-    def sees(self, owner_column: ColumnElement[str]) -> ColumnElement[bool]:
+    def sees(self, owner_column: SQLColumnExpression[str]) -> ColumnElement[bool]:
         """The one owner filter: rows of this principal's owner, or every row for an admin."""
         return true() if self.is_admin else owner_column == self.owner
 

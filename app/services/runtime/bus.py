@@ -49,8 +49,8 @@ class EventBus:
 
 async def notify(conn: AsyncConnection | AsyncSession, payload: str) -> None:
     """Queue a cross-replica wake-up, sent when the surrounding transaction commits."""
-    bind = conn.bind if isinstance(conn, AsyncSession) else conn
-    if bind.dialect.name == "postgresql":
+    dialect = conn.get_bind().dialect if isinstance(conn, AsyncSession) else conn.dialect
+    if dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
 
 
@@ -71,9 +71,9 @@ class PgListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _on_message(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_message(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:
-            self.handler(payload)
+            self.handler(str(payload))
         except Exception:
             logger.exception("bad notification %r", payload)
 
