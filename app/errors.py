@@ -111,6 +111,12 @@ class Locked(TSMError):
     status, title = 423, "Locked"
 
 
+class ServiceUnavailable(TSMError):
+    """The service cannot take work right now; retry shortly."""
+
+    status, title = 503, "Service Unavailable"
+
+
 class TooManyRequests(TSMError):
     """A limit for this owner has been reached."""
 

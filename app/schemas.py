@@ -111,8 +111,18 @@ class KindRead(BaseModel):
 
 
 class HealthRead(BaseModel):
+    """Liveness: the process answers; it says nothing about the database."""
+
     status: Literal["ok"]
-    database: str | None = None
+    version: str = Field(description="The service's version.")
+
+
+class ReadyRead(BaseModel):
+    """Readiness: the process reached its database just now and takes work."""
+
+    status: Literal["ok"]
+    version: str = Field(description="The service's version.")
+    database: Literal["sqlite", "postgresql"] = Field(description="The database this replica reached.")
 
 
 FileState = Literal["uploading", "complete", "expired", "deleted", "writing"]

@@ -67,3 +67,31 @@ async def test_every_authenticated_route_answers_401_problems_without_a_key(sett
             assert response.headers["www-authenticate"] == "Bearer"
             if method != "head":
                 assert response.headers["content-type"] == PROBLEM_JSON
+
+
+async def test_probes_answer_exactly_what_their_schemas_declare(settings):
+    async with open_app(settings) as (_app, client):
+        schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+        for path, name in (("/healthz", "HealthRead"), ("/readyz", "ReadyRead")):
+            body = (await client.get(path)).json()
+            declared = schemas[name]
+            assert set(body) == set(declared["properties"]), path
+            assert set(declared["required"]) <= set(body), path
+            assert all(value is not None for value in body.values()), path
+
+
+async def test_readiness_is_a_503_problem_while_the_database_is_unreachable(settings):
+    from app.db import Database
+
+    async with open_app(settings) as (app, client):
+        reachable = app.state.database
+        app.state.database = Database("postgresql+asyncpg://postgres@127.0.0.1:9/unreachable")
+        try:
+            answer = await client.get("/readyz")
+            assert answer.status_code == 503
+            assert answer.headers["content-type"] == PROBLEM_JSON
+            assert answer.json()["detail"] == "The database is not reachable."
+            assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+        finally:
+            await app.state.database.dispose()
+            app.state.database = reachable

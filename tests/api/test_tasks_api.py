@@ -120,9 +120,12 @@ async def test_kinds_are_listed_with_their_schemas(client):
 
 
 async def test_health_and_readiness(client):
-    assert (await client.get("/healthz")).json() == {"status": "ok", "database": None}
+    from app import __version__
+
+    assert (await client.get("/healthz")).json() == {"status": "ok", "version": __version__}
     ready = (await client.get("/readyz")).json()
-    assert ready["status"] == "ok" and ready["database"] in {"sqlite", "postgresql"}
+    assert ready == {"status": "ok", "version": __version__, "database": ready["database"]}
+    assert ready["database"] in {"sqlite", "postgresql"}
 
 
 async def test_openapi_documents_every_endpoint(client):
