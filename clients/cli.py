@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("upload", help="upload a file (resumable: run again to continue)")
-    up.add_argument("file")
+    up.add_argument("file", help="the local file to upload")
     up.add_argument(
         "--checksum",
         default="auto",
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=cmd_upload)
 
     down = sub.add_parser("download", help="download a file (resumable: run again to continue)")
-    down.add_argument("id")
+    down.add_argument("id", help="the file id (or a unique prefix of it)")
     down.add_argument(
         "-o", "--output", help="file or folder to write (default: the file's name, in the current folder)"
     )
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(run=cmd_download)
 
     imp = sub.add_parser("import", help="import a CSV file (or an uploaded file id) into a table")
-    imp.add_argument("file")
+    imp.add_argument("file", help="a local CSV file (uploaded first) or the id of an uploaded file")
     imp.add_argument("--table", required=True, help="target table (required)")
     imp.add_argument(
         "--mode",
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
 
     exp = sub.add_parser("export", help="export a table to CSV and download it")
-    exp.add_argument("table")
+    exp.add_argument("table", help="the table to export")
     exp.add_argument("-o", "--output", help="file or folder to write (default: TABLE.csv, in the current folder)")
     exp.add_argument(
         "-p",
@@ -411,15 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_listing(tasks.add_parser("ls", help="list your tasks, newest first"), "--state", "--kind")
     for name, text in (("show", "show one task"), ("watch", "follow a task's progress until it ends")):
-        tasks.add_parser(name, help=text).add_argument("id")
+        tasks.add_parser(name, help=text).add_argument("id", help="the task id (or a unique prefix of it)")
     for name in ("pause", "resume", "cancel"):
         control = tasks.add_parser(name, help=f"{name} a task")
-        control.add_argument("id")
+        control.add_argument("id", help="the task id (or a unique prefix of it)")
         control.add_argument(
             "--wait", action="store_true", help="wait until the request has taken effect (default: return at once)"
         )
     start = tasks.add_parser("start", help="start a task of any kind")
-    start.add_argument("id", metavar="KIND")
+    start.add_argument("id", metavar="KIND", help="a task kind; `tsm kinds` lists them")
     start.add_argument(
         "-p", "--param", type=param, action="append", help="task parameter key=value, repeatable (default: none)"
     )
@@ -432,8 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION"
     )
     add_listing(files.add_parser("ls", help="list your files, newest first"), "--state", "--origin")
-    files.add_parser("show", help="show one file").add_argument("ids", nargs=1, metavar="ID")
-    files.add_parser("rm", help="delete files (or cancel unfinished uploads)").add_argument("ids", nargs="+")
+    files.add_parser("show", help="show one file").add_argument(
+        "ids", nargs=1, metavar="ID", help="the file id (or a unique prefix of it)"
+    )
+    files.add_parser("rm", help="delete files (or cancel unfinished uploads)").add_argument(
+        "ids", nargs="+", metavar="ID", help="file ids (or unique prefixes)"
+    )
     for parser_ in files.choices.values():
         parser_.set_defaults(run=cmd_files)
 

@@ -53,6 +53,24 @@ def test_every_option_says_its_default() -> None:
     assert missing == [], missing
 
 
+def test_every_positional_argument_says_what_it_takes() -> None:
+    from clients.cli import build_parser
+
+    def walk(parser: object, path: str) -> list[tuple[str, str]]:
+        found = []
+        for action in parser._actions:  # type: ignore[attr-defined]
+            if action.choices and isinstance(action.choices, dict):
+                for name, child in action.choices.items():
+                    found += walk(child, f"{path} {name}")
+            elif not action.option_strings:
+                found.append((f"{path} {action.metavar or action.dest}", action.help or ""))
+        return found
+
+    positionals = walk(build_parser(), "tsm")
+    assert len(positionals) >= 8
+    assert [where for where, text in positionals if not text] == []
+
+
 def test_server_down_fails_fast_and_names_the_url(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     base = {"PYTHONPATH": str(ROOT), "TSM_CACHE_DIR": str(tmp_path), "TSM_TOKEN": "", "PATH": ""}
