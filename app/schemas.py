@@ -32,6 +32,14 @@ class TaskCreate(BaseModel):
     )
 
 
+class TaskCheck(BaseModel):
+    """A dry run's answer: the task would be accepted as shown; nothing was started or kept."""
+
+    kind: str
+    params: dict[str, Any] = Field(description="The kind's parameters as the task would get them, defaults filled.")
+    max_attempts: int
+
+
 class Progress(BaseModel):
     done: float
     total: float | None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email.message import Message
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -21,10 +22,10 @@ from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, validation_pro
 from app.http.deps import SessionDep
 from app.http.params import KindFilter, TaskId
 from app.http.problems import problems
-from app.schemas import BIGINT_MAX, KindRead, TaskCreate, TaskPage, TaskRead, TaskState
+from app.schemas import BIGINT_MAX, KindRead, TaskCheck, TaskCreate, TaskPage, TaskRead, TaskState
 from app.services.runtime import tasks as service
 from app.services.runtime.engine import TaskEngine
-from app.services.runtime.kinds import registry
+from app.services.runtime.kinds import DRY_RUN, registry
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 M = TypeVar("M", bound=BaseModel)
@@ -48,7 +49,7 @@ TASK_CREATE_BODY = {
 }
 
 
-def _parse_task_create(raw: bytes) -> TaskCreate:
+def _parse_task_create(raw: bytes, dry_run: bool) -> TaskCreate:
     """JSON → TaskCreate, the kind's params checked too; 422 naming the first few errors."""
     try:
         data = json.loads(raw, parse_constant=_no_constants)
@@ -58,7 +59,7 @@ def _parse_task_create(raw: bytes) -> TaskCreate:
     body = _validate(TaskCreate, data, "body")
     kind = registry.get(body.kind)
     if kind is not None:  # an unknown kind is the service's 422, with the kinds there are
-        _validate(kind.params_model, body.params, "body", "params")
+        _validate(kind.params_model, body.params, "body", "params", context={DRY_RUN: dry_run})
     return body
 
 
@@ -66,7 +67,7 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # NaN / Infinity: no database's JSON takes them
 
 
-def _validate(model: type[M], data: Any, *where: str) -> M:
+def _validate(model: type[M], data: Any, *where: str, context: dict[str, Any] | None = None) -> M:
     """``model.model_validate(data)``; unknown fields of a strict model are counted first, so a
     body of a hundred thousand of them costs a set difference, not a hundred thousand errors."""
     if isinstance(data, dict) and model.model_config.get("extra") == "forbid":
@@ -78,13 +79,25 @@ def _validate(model: type[M], data: Any, *where: str) -> M:
             ]
             raise validation_problem(errors, len(unknown))
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         shown = exc.errors(include_url=False, include_context=False, include_input=False)[:MAX_REPORTED_ERRORS]
         raise validation_problem([{**e, "loc": (*where, *e["loc"])} for e in shown], exc.error_count()) from None
 
 
-async def _task_create(request: Request) -> TaskCreate:
+DryRun = Annotated[
+    bool,
+    Query(description="Check everything the real call would (params, the kind's checks, limits) and start nothing."),
+]
+
+
+@dataclass(frozen=True)
+class _Creation:
+    body: TaskCreate
+    dry_run: bool
+
+
+async def _task_create(request: Request, dry_run: DryRun = False) -> _Creation:
     content_type = request.headers.get("content-type")
     if content_type is not None:
         message = Message()
@@ -92,7 +105,11 @@ async def _task_create(request: Request) -> TaskCreate:
         subtype = message.get_content_subtype()
         if message.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
             raise UnsupportedMediaType("send the task as Content-Type: application/json")
-    return await run_in_threadpool(_parse_task_create, await request.body())
+    body = await run_in_threadpool(_parse_task_create, await request.body(), dry_run)
+    return _Creation(body, dry_run)
+
+
+CreationDep = Annotated[_Creation, Depends(_task_create)]
 
 
 @router.get("/kinds", response_model=list[KindRead])
@@ -108,14 +125,23 @@ async def list_kinds() -> list[KindRead]:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskRead,
-    responses=problems(401, 404, 409, 413, 415, 422, 429),
+    responses={
+        200: {"model": TaskCheck, "description": "`dry_run=true`: the task would be accepted; nothing was started."},
+        **problems(401, 404, 409, 413, 415, 422, 429),
+    },
     openapi_extra=TASK_CREATE_BODY,
 )
 async def create_task(
-    session: SessionDep, principal: PrincipalDep, engine: EngineDep, body: Annotated[TaskCreate, Depends(_task_create)]
-) -> TaskRead:
-    """Start a task of a registered kind; it is queued and picked up by a runner."""
-    task = await service.create_task(session, engine, principal, body)
+    session: SessionDep,
+    principal: PrincipalDep,
+    engine: EngineDep,
+    creation: Annotated[_Creation, Depends(_task_create)],
+) -> Any:
+    """Start a task of a registered kind; it is queued and picked up by a runner (or, with `dry_run`, only checked)."""
+    if creation.dry_run:
+        check = await service.check_task(session, engine.settings, principal, creation.body)
+        return JSONResponse(check.model_dump(mode="json"), status_code=200)
+    task = await service.create_task(session, engine, principal, creation.body)
     return TaskRead.from_task(task)
 
 

@@ -137,3 +137,32 @@ async def test_openapi_documents_every_endpoint(client):
         assert path in spec["paths"]
         for operation in spec["paths"][path].values():
             assert operation["summary"] or operation["description"]
+
+
+async def test_a_dry_run_answers_what_the_real_call_would_and_starts_nothing(client):
+    checked = await client.post("/tasks?dry_run=true", json={"kind": "process", "params": {"steps": 3}})
+    assert checked.status_code == 200
+    assert checked.json() == {
+        "kind": "process",
+        "params": {"steps": 3, "step_seconds": 1.0, "fail_at_step": None},
+        "max_attempts": checked.json()["max_attempts"],
+    }
+    assert checked.json()["max_attempts"] >= 1
+    assert (await client.get("/tasks")).json()["items"] == []
+    for body in ({"kind": "nope"}, {"kind": "process", "params": {"steps": -1}}, {"kind": "process", "x": 1}):
+        real, dry = await client.post("/tasks", json=body), await client.post("/tasks?dry_run=true", json=body)
+        assert dry.status_code == real.status_code == 422, body
+        assert dry.json()["detail"] == real.json()["detail"]
+    assert (await client.post("/tasks?dry_run=maybe", json=PROCESS)).status_code == 422
+
+
+async def test_a_dry_run_is_held_to_the_owner_limits_and_holds_nothing(settings):
+    from tests.helpers.apps import open_app
+
+    async with open_app(settings, max_active_tasks_per_owner=1) as (_app, client):
+        assert (await client.post("/tasks?dry_run=true", json=PROCESS)).status_code == 200
+        running = await client.post("/tasks", json={"kind": "process", "params": {"steps": 50, "step_seconds": 0.1}})
+        assert running.status_code == 201  # the dry run before it kept no share of the limit
+        refused = await client.post("/tasks?dry_run=true", json=PROCESS)
+        assert refused.status_code == 429, refused.text
+        await client.post(f"/tasks/{running.json()['id']}/cancel")

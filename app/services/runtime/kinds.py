@@ -96,6 +96,10 @@ def task_kind(name: str) -> Any:
     return decorate
 
 
+# Key of the validation context a dry run sets (``POST /tasks?dry_run=true``): a kind's params may
+# then leave out what only the real call can give, such as a file still to be uploaded.
+DRY_RUN = "dry_run"
+
 BUILTIN_MODULES = ("app.services.process.kind",)
 OPTIONAL_BUILTINS = ("app.services.csv_import.kind", "app.services.csv_export.kind")
 

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Task, TaskEvent, utcnow
-from app.schemas import TaskCreate, TaskRead
+from app.schemas import TaskCheck, TaskCreate, TaskRead
 from app.services.owners.keys import Principal
 from app.services.owners.limits import check_active_tasks
 from app.services.paging import newest_first
@@ -22,7 +23,7 @@ from app.services.runtime import states as S
 from app.services.runtime.bus import notify
 from app.services.runtime.engine import TaskEngine
 from app.services.runtime.events import record_event
-from app.services.runtime.kinds import registry
+from app.services.runtime.kinds import DRY_RUN, registry
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -35,7 +36,10 @@ def format_validation_error(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-async def create_task(session: AsyncSession, engine: TaskEngine, principal: Principal, body: TaskCreate) -> Task:
+async def _accept(
+    session: AsyncSession, settings: Settings, principal: Principal, body: TaskCreate, *, dry_run: bool = False
+) -> TaskCheck:
+    """Every check a new task passes — kind, params, the kind's own checks, the owner's limits."""
     kind = registry.get(body.kind)
     if kind is None:
         raise Unprocessable(
@@ -43,19 +47,33 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
             known_kinds=registry.names(),
         )
     try:
-        params = kind.params_model.model_validate(body.params)
+        params = kind.params_model.model_validate(body.params, context={DRY_RUN: dry_run})
     except ValidationError as exc:
         raise Unprocessable(format_validation_error(exc, "params")) from None
-    await kind.prepare(params, principal, session, engine.settings)
+    await kind.prepare(params, principal, session, settings)
     # After prepare (which may read files for a while): from here the owner's limits are locked.
-    await check_active_tasks(session, principal.owner, engine.settings.max_active_tasks_per_owner)
+    await check_active_tasks(session, principal.owner, settings.max_active_tasks_per_owner)
+    attempts = body.max_attempts or settings.max_attempts
+    return TaskCheck(kind=body.kind, params=params.model_dump(mode="json"), max_attempts=attempts)
+
+
+async def check_task(session: AsyncSession, settings: Settings, principal: Principal, body: TaskCreate) -> TaskCheck:
+    """A dry run: the answer ``create_task`` would give (or its error), with nothing started or kept."""
+    try:
+        return await _accept(session, settings, principal, body, dry_run=True)
+    finally:
+        await session.rollback()  # the limit check's owner lock, and anything a prepare wrote
+
+
+async def create_task(session: AsyncSession, engine: TaskEngine, principal: Principal, body: TaskCreate) -> Task:
+    accepted = await _accept(session, engine.settings, principal, body)
     now = utcnow()
     task = Task(
         owner=principal.owner,
         kind=body.kind,
-        params=params.model_dump(mode="json"),
+        params=accepted.params,
         state=S.QUEUED,
-        max_attempts=body.max_attempts or engine.settings.max_attempts,
+        max_attempts=accepted.max_attempts,
         created_at=now,
         updated_at=now,
     )
