@@ -39,7 +39,18 @@ from clients.errors import (
     UnsupportedMediaType,
     WaitTimeout,
 )
-from clients.models import TERMINAL_STATES, DownloadResult, Event, FileInfo, Kind, Page, Progress, Task, UploadResult
+from clients.models import (
+    TERMINAL_STATES,
+    DownloadResult,
+    Event,
+    FileInfo,
+    Kind,
+    Page,
+    Progress,
+    Task,
+    TaskCheck,
+    UploadResult,
+)
 
 __all__ = [
     "TERMINAL_STATES",
@@ -68,6 +79,7 @@ __all__ = [
     "ServerError",
     "TSMError",
     "Task",
+    "TaskCheck",
     "TaskEnded",
     "TooManyRequests",
     "Unauthorized",

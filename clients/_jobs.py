@@ -1,12 +1,14 @@
 """Imports and exports: the ``import_csv`` / ``export_csv`` task kinds, with the transfers around them.
 
-import_csv(path)  = upload (resumable) ─▶ create task import_csv {file_id, table, mode…} [─▶ wait]
+import_csv(path)  = dry run {table, mode…} ─▶ upload (resumable) ─▶ create task import_csv {file_id, …}
+                    [─▶ wait]; a refused task deletes the upload it would have read
 import_csv(id)    =                       create task import_csv {file_id, table, mode…} [─▶ wait]
 export_csv(table) = create task export_csv {table…} ─▶ wait succeeded ─▶ download result.file_id
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -16,7 +18,7 @@ from clients._base import ByteProgress, TaskProgress
 from clients._core import Op
 from clients._download import DownloadOps
 from clients._tasks import TaskOps
-from clients.errors import ProtocolError
+from clients.errors import ProtocolError, TSMError
 from clients.models import DownloadResult, Task
 
 
@@ -46,13 +48,21 @@ class Operations(TaskOps, DownloadOps):
         if not Path(source).is_file() and any(sep in file_id for sep in "/\\."):
             # Looks like a path, not an id: say so instead of sending the server a bogus file id.
             raise FileNotFoundError(errno.ENOENT, "No such file", file_id)
-        if Path(source).is_file():
-            uploaded = yield from self.upload(source, on_progress=on_upload_progress)
-            file_id = uploaded.file_id
-        params = {"file_id": file_id, "table": table, **params}
+        params = {"table": table, **params}
         if mode is not None:
             params["mode"] = mode
-        task = yield from self.create_task("import_csv", params)
+        if not Path(source).is_file():
+            task = yield from self.create_task("import_csv", {"file_id": file_id, **params})
+        else:
+            # Table, mode, params, limits: everything but the file is checked before a byte is sent.
+            yield from self.check_task("import_csv", params)
+            uploaded = yield from self.upload(source, on_progress=on_upload_progress)
+            try:
+                task = yield from self.create_task("import_csv", {"file_id": uploaded.file_id, **params})
+            except TSMError:
+                with contextlib.suppress(TSMError):  # leave no orphaned upload behind
+                    yield from self.delete_file(uploaded.file_id)
+                raise
         if wait:
             task = yield from self.wait(task.id, "succeeded", on_progress=on_progress)
         return task

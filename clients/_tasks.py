@@ -13,7 +13,7 @@ import httpx
 from clients._base import Core, TaskProgress, describe
 from clients._core import Chunk, Close, Emit, Op, Send, Sleep, consume
 from clients.errors import ConnectionFailed, ProtocolError, TaskEnded, WaitTimeout, raise_for_status
-from clients.models import TERMINAL_STATES, Event, Kind, Page, Progress, Task
+from clients.models import TERMINAL_STATES, Event, Kind, Page, Progress, Task, TaskCheck
 
 SSE_READ_TIMEOUT = 45.0  # the server sends a keep-alive comment every 15 s
 
@@ -64,6 +64,17 @@ class TaskOps(Core):
         if max_attempts is not None:
             body["max_attempts"] = max_attempts
         return (yield from self.request_json("POST", "/tasks", Task.model_validate, json=body))
+
+    def check_task(
+        self, kind: str, params: dict[str, Any] | None = None, *, max_attempts: int | None = None
+    ) -> Op[TaskCheck]:
+        """Ask whether the server would start this task (a dry run): the error the real call
+        would raise, or the task as it would start; nothing is started or kept."""
+        body: dict[str, Any] = {"kind": kind, "params": params or {}}
+        if max_attempts is not None:
+            body["max_attempts"] = max_attempts
+        url = "/tasks?dry_run=true"
+        return (yield from self.request_json("POST", url, TaskCheck.model_validate, json=body))
 
     def list_tasks(
         self, *, state: str | None = None, kind: str | None = None, limit: int = 50, cursor: str | None = None

@@ -41,6 +41,7 @@ class ClientAPI:
     # tasks
     kinds = operation(Operations.kinds)
     create_task = operation(Operations.create_task)
+    check_task = operation(Operations.check_task)
     list_tasks = operation(Operations.list_tasks)
     iter_tasks = stream(Operations.iter_tasks, Task)
     get_task = operation(Operations.get_task)

@@ -34,6 +34,14 @@ class Progress(_Model):
     updated_at: datetime | None = None
 
 
+class TaskCheck(_Model):
+    """A dry run's answer: the task the server would start (nothing was started)."""
+
+    kind: str
+    params: dict[str, Any]
+    max_attempts: int
+
+
 class Task(_Model):
     id: str
     owner: str

@@ -144,6 +144,27 @@ def test_import_and_export_helpers(live: Live, tmp_path: Path) -> None:
     assert seen and "size" in got.verified
 
 
+def test_an_import_is_checked_before_its_upload_and_leaves_no_orphan(live: Live, tmp_path: Path) -> None:
+    source = tmp_path / "towns.csv"
+    source.write_text("id,town\n" + "".join(f"{i},town {i}\n" for i in range(1, 51)))
+    with live.client() as tsm:
+        tsm.import_csv(source, "towns", mode="replace", wait=True)
+        before = {f.id for f in tsm.iter_files()}
+        sent: list[int] = []
+        with pytest.raises(Conflict, match="already exists"):  # the table is refused before any byte
+            tsm.import_csv(
+                source.rename(tmp_path / "other.csv"), "towns", on_upload_progress=lambda d, t: sent.append(d)
+            )
+        assert sent == [] and {f.id for f in tsm.iter_files()} == before
+        check = tsm.check_task("import_csv", {"table": "towns", "mode": "append"})
+        assert check.params["table"] == "towns" and check.params["file_id"] is None
+        unreadable = tmp_path / "unreadable.csv"
+        unreadable.write_bytes(b"")  # passes the dry run, then fails the real call after its upload
+        with pytest.raises(Unprocessable):
+            tsm.import_csv(unreadable, "fresh_table")
+        assert {f.id for f in tsm.iter_files()} == before  # the refused task's upload was removed
+
+
 def test_empty_file_round_trip(live: Live, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")

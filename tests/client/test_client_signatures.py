@@ -40,8 +40,8 @@ def result_of(name: str) -> Any:
 
 def test_every_call_of_the_api_is_bound() -> None:
     assert " ".join(PUBLIC) == (
-        "cancel create_task delete_file download events export_csv fetch_export file_info get_task import_csv"
-        " iter_files iter_tasks kinds list_files list_tasks pause resume upload wait"
+        "cancel check_task create_task delete_file download events export_csv fetch_export file_info get_task"
+        " import_csv iter_files iter_tasks kinds list_files list_tasks pause resume upload wait"
     )
     assert sorted(STREAMS) == ["events", "iter_files", "iter_tasks"]
 

@@ -81,15 +81,17 @@ class ImportCsv(TaskKind[ImportParams]):
     async def prepare(
         self, params: ImportParams, principal: Principal, session: AsyncSession, settings: Settings
     ) -> None:
-        path = await resolve_source(session, settings, principal, params.file_id, params.path)
-        try:
-            plan = await asyncio.to_thread(make_plan, path, params)
-        except csv_scan.CsvError as exc:
-            raise Unprocessable(f"cannot read the file's first record: {exc}") from None
+        plan = None  # a dry run before the upload has no file yet: the table is what it can check
+        if params.file_id is not None or params.path is not None:
+            path = await resolve_source(session, settings, principal, params.file_id, params.path)
+            try:
+                plan = await asyncio.to_thread(make_plan, path, params)
+            except csv_scan.CsvError as exc:
+                raise Unprocessable(f"cannot read the file's first record: {exc}") from None
         target = await target_columns(session, settings, principal.owner, params.table)
         if target is not None and params.mode == "create":
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
-        if target is not None and params.mode == "append":
+        if plan is not None and target is not None and params.mode == "append":
             try:
                 append_columns(plan.names, target, params.header)
             except ImportFailed as exc:

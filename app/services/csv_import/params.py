@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ from app.services.owners.namespaces import (
     validate_column_name,
     validate_identifier,
 )
-from app.services.runtime.kinds import KindParams
+from app.services.runtime.kinds import DRY_RUN, KindParams
 
 STATEFUL_ENCODINGS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
 
@@ -121,9 +121,11 @@ class ImportParams(KindParams):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> ImportParams:
-        if (self.file_id is None) == (self.path is None):
+    def _consistent(self, info: ValidationInfo) -> ImportParams:
+        if self.file_id is not None and self.path is not None:
             raise ValueError("give exactly one of file_id and path")
+        if self.file_id is None and self.path is None and not (info.context or {}).get(DRY_RUN):
+            raise ValueError("give exactly one of file_id and path")  # a dry run may check before the upload
         if self.delimiter == self.quote:
             raise ValueError("delimiter and quote must differ")
         if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n", "\x00")):
