@@ -206,6 +206,21 @@ def test_import_then_export_round_trip(live: Live, env: dict[str, str], tmp_path
     assert sorted((r[0], r[1], float(r[2])) for r in back[1:]) == sorted((r[0], r[1], float(r[2])) for r in rows[1:])
 
 
+def test_import_into_an_existing_table_is_refused_before_the_upload(
+    live: Live, env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "first.csv"
+    source.write_text("id,name\n1,a\n2,b\n")
+    table = f"taken_{tmp_path.name[-8:].lower().replace('-', '_')}".replace("__", "_")
+    assert ok_json(tsm(env, "--json", "import", str(source), "--table", table, "--wait"))["state"] == "succeeded"
+    with Client(live.url) as client:
+        before = {f.id for f in client.iter_files()}
+    again = tsm(env, "import", str(source), "--table", table)
+    one_error_line(again, 6, "409", "already exists")
+    with Client(live.url) as client:
+        assert {f.id for f in client.iter_files()} == before
+
+
 @sqlite_only
 def test_a_failed_task_is_exit_code_7(env: dict[str, str]) -> None:
     failed = tsm(env, "-q", "tasks", "start", "flaky", "-p", "failures=1", "--max-attempts", "1", "--wait")
