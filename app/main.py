@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
@@ -32,6 +33,7 @@ from app.services.runtime.engine import TaskEngine
 from app.services.runtime.kinds import load_kinds
 
 logger = logging.getLogger("tsm")
+DOCS_STATIC = "/static-offline-docs"
 
 DESCRIPTION = """
 Start long-running data work — uploads, downloads, CSV imports, table exports, any long
@@ -79,11 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await listener.stop()
             await database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from the assets fastapi-offline ships (under DOCS_STATIC): no CDN, so
+    # they work on a closed network. The validator badge would call out to swagger.io: off.
+    app = FastAPIOffline(
         title="Task State Manager",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     install_error_handlers(app)
