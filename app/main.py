@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
+from app.cors import install_cors
 from app.db import Database
 from app.errors import install_error_handlers
 from app.logs import configure_logging
@@ -95,8 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     # Each add wraps the ones before: a request meets RequestContext first, BodyLimit last.
+    # CORS sits outside the tus method override and the body limit, so it answers preflights
+    # (before the tus router's own OPTIONS) and its headers reach the 4xx those two send.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes)
     app.add_middleware(MethodOverrideMiddleware)
+    install_cors(app, settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
