@@ -27,6 +27,7 @@ from app.routers import files as files_router
 from app.routers import health, tasks
 from app.routers import metrics as metrics_router
 from app.routers import tus as tus_router
+from app.routers.console import install_console
 from app.services.files.storage import ensure_dirs
 from app.services.files.sweeper import UploadSweeper, reconcile_uploads
 from app.services.runtime.bus import EventBus, PgListener, asyncpg_dsn
@@ -108,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files_router.router)
     app.include_router(tus_router.router)
     app.include_router(downloads_router.router)
+    install_console(app)
     return app
