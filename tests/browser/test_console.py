@@ -158,3 +158,33 @@ def test_docs_render_with_the_network_blocked(page, problems, server: LiveServer
         page.locator(".opblock-tag", has_text="tasks").first.wait_for()
     page.wait_for_load_state("networkidle")
     assert [url for url in blocked if url != REDOC_LOGO] == [], "the docs needed the network"
+
+
+def test_an_upload_paused_then_reloaded_resumes_from_the_servers_offset(page, http, tmp_path):
+    payload = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # 6 MiB
+    source = tmp_path / "reloaded.bin"
+    source.write_bytes(payload)
+    page.goto("/ui/files")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1024 * 1024},
+    )
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))
+    row = page.locator('tr[data-upload="reloaded.bin"]')
+    page.wait_for_function("row => row.querySelector('progress').value > 1024 * 1024", arg=row.element_handle())
+    page.get_by_role("button", name="Pause upload of reloaded.bin").click()
+
+    def uploads() -> list[dict]:
+        return [f for f in http.get("/files").json()["items"] if f["filename"] == "reloaded.bin"]
+
+    before = poll(lambda: [f for f in uploads() if f["offset"] > 0], what="bytes on the server")[0]
+    page.reload()
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))  # the same file again
+    page.locator("#message", has_text="Resuming reloaded.bin").wait_for()
+    row = page.locator('tr[data-upload="reloaded.bin"]')
+    page.wait_for_function("row => row.dataset.state === 'complete'", arg=row.element_handle(), timeout=60_000)
+    [done] = uploads()  # one upload, continued: not a second one from zero
+    assert done["id"] == before["id"] and done["state"] == "complete"
+    assert http.get(f"/files/{done['id']}").content == payload
