@@ -3,6 +3,7 @@
     GET /                 tasks list (live)          GET /ui/start   start-a-task form
     GET /ui/tasks         the same list              GET /ui/files   files + browser upload (tus)
     GET /ui/tasks/{id}    one task: events, error, result and reject downloads
+    GET /ui/data          import wizard (file → preview → table) and export
     GET /ui/static/...    js/ modules, vendor/tus.min.js, style.css
 
 The pages hold no data: their scripts call the public API with the key kept in session storage,
@@ -55,6 +56,11 @@ async def task_page(request: Request, task_id: str) -> HTMLResponse:
 @router.get("/ui/start", response_class=HTMLResponse)
 async def start_page(request: Request) -> HTMLResponse:
     return _page(request, "start.html")
+
+
+@router.get("/ui/data", response_class=HTMLResponse)
+async def data_page(request: Request) -> HTMLResponse:
+    return _page(request, "data.html")
 
 
 @router.get("/ui/files", response_class=HTMLResponse)

@@ -10,7 +10,7 @@ import pytest
 from app.console import STATIC_DIR
 from tests.helpers.apps import open_app
 
-PAGES = ["/", "/ui/tasks", "/ui/tasks/0b6c1f0e-0000-4000-8000-000000000000", "/ui/start", "/ui/files"]
+PAGES = ["/", "/ui/tasks", "/ui/tasks/0b6c1f0e-0000-4000-8000-000000000000", "/ui/start", "/ui/files", "/ui/data"]
 
 
 @pytest.fixture

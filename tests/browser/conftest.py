@@ -8,6 +8,7 @@ exception fails the test that caused it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,16 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _database_first(request: pytest.FixtureRequest) -> None:
+    """Playwright's sync API keeps an event loop running in this thread from launch to close, and
+    the PostgreSQL fixture calls asyncio.run: so PostgreSQL is set up first (or found missing)."""
+    with contextlib.suppress(pytest.skip.Exception):  # no PostgreSQL: those cases skip on their own
+        request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    _database_first(request)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
