@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # Security
     auth_required: bool = False
+    # Origins whose pages may call the API from a browser (tus-js-client, Uppy): "https://a,https://b",
+    # or "*". Empty: no CORS headers at all, so browsers allow only the console's own origin.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Task engine
     max_concurrent_tasks: int = Field(4, ge=1)
@@ -58,9 +61,9 @@ class Settings(BaseSettings):
     import_batch_bytes: int = Field(32 * 1024**2, ge=1024)
     export_page_rows: int = Field(50_000, ge=1)
 
-    @field_validator("kind_modules", mode="before")
+    @field_validator("kind_modules", "cors_origins", mode="before")
     @classmethod
-    def _split_modules(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         # Environment variables are plain strings: accept "a.b,c.d" as well as JSON lists.
         if isinstance(value, str):
             if value.lstrip().startswith("["):

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
+from app.cors import install_cors
 from app.db import Database
 from app.http.problems import install_error_handlers
 from app.logs import configure_logging
@@ -25,6 +27,7 @@ from app.routers import files as files_router
 from app.routers import health, tasks
 from app.routers import metrics as metrics_router
 from app.routers import tus as tus_router
+from app.routers.console import install_console
 from app.services.files.storage import ensure_dirs
 from app.services.files.sweeper import UploadSweeper, reconcile_uploads
 from app.services.runtime.bus import EventBus, PgListener, asyncpg_dsn
@@ -32,6 +35,7 @@ from app.services.runtime.engine import TaskEngine
 from app.services.runtime.kinds import load_kinds
 
 logger = logging.getLogger("tsm")
+DOCS_STATIC = "/static-offline-docs"
 
 DESCRIPTION = """
 Start long-running data work — uploads, downloads, CSV imports, table exports, any long
@@ -79,18 +83,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await listener.stop()
             await database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc from the assets fastapi-offline ships (under DOCS_STATIC): no CDN, so
+    # they work on a closed network. The validator badge would call out to swagger.io: off.
+    app = FastAPIOffline(
         title="Task State Manager",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_STATIC,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     install_error_handlers(app)
     install_openapi(app)
     # Each add wraps the ones before: a request meets RequestContext first, BodyLimit last.
+    # CORS sits outside the tus method override and the body limit, so it answers preflights
+    # (before the tus router's own OPTIONS) and its headers reach the 4xx those two send.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes)
     app.add_middleware(MethodOverrideMiddleware)
+    install_cors(app, settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
@@ -98,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files_router.router)
     app.include_router(tus_router.router)
     app.include_router(downloads_router.router)
+    install_console(app)
     return app

@@ -1,0 +1,190 @@
+"""The console in Chromium: live task list, controls, the start form, browser uploads, docs offline."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import httpx
+import pytest
+
+from tests.helpers.server import LiveServer, poll
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _start(http: httpx.Client, steps: int, step_seconds: float) -> str:
+    response = http.post("/tasks", json={"kind": "process", "params": {"steps": steps, "step_seconds": step_seconds}})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def _state_of(page, task_id: str):
+    return page.locator(f'tr[data-task-id="{task_id}"] .state')
+
+
+def test_task_list_updates_live_while_a_process_task_runs(page, http):
+    page.goto("/")
+    task_id = _start(http, steps=60, step_seconds=0.1)
+    row = page.locator(f'tr[data-task-id="{task_id}"]')
+    row.wait_for()  # appears through the list's refresh, no reload
+    bar = row.locator("progress")
+    # Progress moves while the task runs: seen part-way, then finished, without reloading the page.
+    page.wait_for_function(
+        "bar => bar.value > 0 && bar.value < bar.max", arg=bar.element_handle(), timeout=15_000, polling=20
+    )
+    assert _state_of(page, task_id).inner_text() == "running"
+    page.wait_for_function("row => row.dataset.state === 'succeeded'", arg=row.element_handle())
+    assert row.locator(".done").inner_text() == "60 / 60 steps"
+    assert row.locator("button", has_text="Pause").is_disabled()
+    assert row.locator("button", has_text="Cancel").is_disabled()
+
+
+def test_pause_resume_and_cancel_buttons_change_the_state(page, http):
+    task_id = _start(http, steps=400, step_seconds=0.05)
+    page.goto("/")
+    row = page.locator(f'tr[data-task-id="{task_id}"]')
+    state = _state_of(page, task_id)
+    short = task_id[:8]
+    page.wait_for_function("row => row.dataset.state === 'running'", arg=row.element_handle())
+    assert page.get_by_role("button", name=f"Resume task {short}").is_disabled()
+
+    page.get_by_role("button", name=f"Pause task {short}").click()
+    page.wait_for_function("row => row.dataset.state === 'paused'", arg=row.element_handle())
+    assert http.get(f"/tasks/{task_id}").json()["state"] == "paused"
+    assert page.get_by_role("button", name=f"Pause task {short}").is_disabled()
+
+    page.get_by_role("button", name=f"Resume task {short}").click()
+    page.wait_for_function("row => row.dataset.state === 'running'", arg=row.element_handle())
+    assert http.get(f"/tasks/{task_id}").json()["state"] in ("queued", "running")
+
+    page.get_by_role("button", name=f"Cancel task {short}").click()
+    page.wait_for_function("row => row.dataset.state === 'cancelled'", arg=row.element_handle())
+    assert state.inner_text() == "cancelled"
+    assert http.get(f"/tasks/{task_id}").json()["state"] == "cancelled"
+    for action in ("Pause", "Resume", "Cancel"):
+        assert page.get_by_role("button", name=f"{action} task {short}").is_disabled()
+
+
+def test_the_start_form_is_made_from_the_kind_schema_and_starts_a_task(page, http):
+    page.goto("/ui/start")
+    page.get_by_label("Kind").select_option("process")
+    page.get_by_label(re.compile(r"^Steps")).fill("3")
+    page.get_by_label(re.compile(r"^Step Seconds")).fill("0.01")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"/ui/tasks/[0-9a-f-]{36}$"))
+    task_id = page.url.rsplit("/", 1)[1]
+    page.locator("#task-summary dd.state-succeeded").wait_for()
+    assert http.get(f"/tasks/{task_id}").json()["params"]["steps"] == 3
+    events = page.locator("#task-events li")
+    events.filter(has_text="succeeded").wait_for()
+    assert events.count() >= 3  # queued, running, succeeded
+    assert '"steps": 3' in page.locator("#task-result").inner_text()
+
+
+def test_the_start_form_shows_the_servers_validation_errors(page, problems):
+    problems.allowed.append("status of 422")  # the refused POST, as Chromium reports it
+    page.goto("/ui/start")
+    page.get_by_label("Kind").select_option("process")
+    page.get_by_label(re.compile(r"^Steps")).fill("0")
+    page.get_by_role("button", name="Start").click()
+    page.locator("#start-errors li", has_text="steps").wait_for()
+    assert page.url.endswith("/ui/start")
+
+
+def test_a_browser_upload_pauses_resumes_and_arrives_byte_identical(page, http, tmp_path):
+    payload = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB, not compressible to nothing
+    payload = bytes(b ^ (i % 251) for i, b in enumerate(payload))
+    source = tmp_path / "upload.bin"
+    source.write_bytes(payload)
+    page.goto("/ui/files")
+    # Slow the link so there is time to pause mid-upload.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1024 * 1024},
+    )
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))
+    row = page.locator('tr[data-upload="upload.bin"]')
+    page.wait_for_function("row => row.querySelector('progress').value > 0", arg=row.element_handle())
+    page.get_by_role("button", name="Pause upload of upload.bin").click()
+    assert row.get_attribute("data-state") == "paused"
+
+    def stored() -> dict | None:
+        items = [f for f in http.get("/files").json()["items"] if f["filename"] == "upload.bin"]
+        return items[0] if items else None
+
+    paused = poll(stored, what="the upload on the server")
+    assert paused["state"] == "uploading" and paused["offset"] < len(payload)
+
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    page.get_by_role("button", name="Resume upload of upload.bin").click()
+    page.wait_for_function("row => row.dataset.state === 'complete'", arg=row.element_handle(), timeout=60_000)
+    done = stored()
+    assert done is not None and done["state"] == "complete" and done["length"] == len(payload)
+    digest = poll(lambda: (stored() or {}).get("sha256"), what="the server's checksum")  # computed after completion
+    assert digest == hashlib.sha256(payload).hexdigest()
+    assert http.get(f"/files/{done['id']}").content == payload
+    page.locator(f'#files tr[data-file-id="{done["id"]}"] a', has_text="Download").wait_for()
+
+
+# ReDoc's sidebar credit shows Redocly's logo from their CDN, hard-coded in the bundle; the image
+# hides itself when it cannot load, so the page renders the same offline.
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+@pytest.mark.parametrize(("path", "title"), [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")])
+def test_docs_render_with_the_network_blocked(page, problems, server: LiveServer, path, title):
+    blocked: list[str] = []
+    problems.allowed.append(f"net::ERR_FAILED ({REDOC_LOGO})")
+
+    def only_loopback(route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.context.route("**/*", only_loopback)
+    page.goto(path)
+    heading = page.locator(title).first
+    heading.wait_for()
+    assert "Task State Manager" in heading.inner_text()
+    if path == "/docs":
+        page.locator(".opblock-tag", has_text="tasks").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert [url for url in blocked if url != REDOC_LOGO] == [], "the docs needed the network"
+
+
+def test_an_upload_paused_then_reloaded_resumes_from_the_servers_offset(page, http, tmp_path):
+    payload = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # 6 MiB
+    source = tmp_path / "reloaded.bin"
+    source.write_bytes(payload)
+    page.goto("/ui/files")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1024 * 1024},
+    )
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))
+    row = page.locator('tr[data-upload="reloaded.bin"]')
+    page.wait_for_function("row => row.querySelector('progress').value > 1024 * 1024", arg=row.element_handle())
+    page.get_by_role("button", name="Pause upload of reloaded.bin").click()
+
+    def uploads() -> list[dict]:
+        return [f for f in http.get("/files").json()["items"] if f["filename"] == "reloaded.bin"]
+
+    before = poll(lambda: [f for f in uploads() if f["offset"] > 0], what="bytes on the server")[0]
+    page.reload()
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))  # the same file again
+    page.locator("#message", has_text="Resuming reloaded.bin").wait_for()
+    row = page.locator('tr[data-upload="reloaded.bin"]')
+    page.wait_for_function("row => row.dataset.state === 'complete'", arg=row.element_handle(), timeout=60_000)
+    [done] = uploads()  # one upload, continued: not a second one from zero
+    assert done["id"] == before["id"] and done["state"] == "complete"
+    assert http.get(f"/files/{done['id']}").content == payload
