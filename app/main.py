@@ -15,8 +15,8 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.config import Settings, get_settings
-from app.cors import install_cors
 from app.db import Database
+from app.http.cors import install_cors
 from app.http.problems import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
