@@ -36,7 +36,8 @@ from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.loader_pg import ImportFailed, PgLoader
+from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.csv_import.source import (

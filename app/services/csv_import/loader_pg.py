@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.errors import ImportFailed
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
 from app.services.runtime.runner import TaskContext, TaskInterrupt
@@ -33,10 +34,6 @@ ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyn
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
 COPY_PIECE_BYTES = 1024 * 1024
-
-
-class ImportFailed(Exception):
-    """The data cannot be imported as asked (bad record, changed file...): retrying will not help."""
 
 
 async def raw_connection(conn: AsyncConnection) -> asyncpg.Connection:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.loader_pg import ImportFailed
+from app.services.csv_import.errors import ImportFailed
 from app.services.csv_import.scan import CsvError
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
