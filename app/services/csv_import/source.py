@@ -21,7 +21,7 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -107,7 +107,15 @@ def open_source(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
+class SourceFingerprint(TypedDict):
+    """What identifies the source file's content, cheaply: a resume refuses a file that changed."""
+
+    size: int
+    mtime_ns: int
+    sha256_head_tail: str
+
+
+def fingerprint(path: Path) -> SourceFingerprint:
     with open_source(path) as handle:
         info = os.fstat(handle.fileno())
         head = handle.read(FINGERPRINT_BYTES)
