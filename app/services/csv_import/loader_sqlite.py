@@ -250,9 +250,9 @@ class SqliteLoader:
             if rejects is None:
                 raise ImportFailed(str(errors[0][2]))
             records = csv_scan.split_records(chunk, ord(p.quote))
-            for line, index, exc in errors:
+            for line, index, error in errors:
                 raw = records[index] if len(records) == len(rows) else b""
-                rejects.add(line, _reason(exc), raw.decode(self.encoding, "replace"))
+                rejects.add(line, _reason(error), raw.decode(self.encoding, "replace"))
         out = list(zip(*cols, strict=True)) if cols else []
         return [r for i, r in enumerate(out) if i not in bad] if bad else out
 

@@ -88,6 +88,7 @@ async def resolve_source(
         return await asyncio.to_thread(resolve_storage_path, settings, path)
     assert file_id is not None
     location = file_path(settings, file_id)  # 404 for anything that is not a UUID
+    row: File | None
     if principal is not None:
         row = await get_file(session, principal, file_id)
     else:
@@ -260,11 +261,12 @@ class BatchReader:
         self.handle.seek(offset)
         want = min(size or self.batch_bytes, self.end - offset)
         buf = self.handle.read(want)
+        cut: int | None
         while True:
             if offset + len(buf) >= self.end:  # the last batch: everything that is left
                 if buf.count(bytes([self.quote])) % 2:
-                    cut = last_cut(buf, self.quote) or 0
-                    raise RecordError("unterminated quoted field", buf.count(b"\n", 0, cut))
+                    opened = last_cut(buf, self.quote) or 0  # the record that never closes starts here
+                    raise RecordError("unterminated quoted field", buf.count(b"\n", 0, opened))
                 cut = len(buf)
                 break
             cut = last_cut(buf, self.quote)
