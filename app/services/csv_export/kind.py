@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import delete, insert, select, update
@@ -53,8 +53,8 @@ Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "
 MAX_IN_VALUES = 1000
 
 
-class ExportCheckpoint(TypedDict):
-    """An export task's checkpoint (the JSON in ``tasks.checkpoint``)."""
+class _ExportProgress(TypedDict):
+    """The keys every export checkpoint has; ExportCheckpoint adds the final one."""
 
     file_id: str  # the files row being written (state "writing", then "complete")
     filename: str
@@ -65,7 +65,12 @@ class ExportCheckpoint(TypedDict):
     total: int  # the rows expected, from the source's estimate
     exact: bool  # whether ``total`` is an exact count
     session: dict[str, Any]  # the source's settings that shape the text, for a resume to match
-    finished: NotRequired[bool]  # set by the final checkpoint: the file is complete
+
+
+class ExportCheckpoint(_ExportProgress, total=False):
+    """An export task's checkpoint (the JSON in ``tasks.checkpoint``)."""
+
+    finished: bool  # set by the final checkpoint: the file is complete
 
 
 def _as_json(state: ExportCheckpoint) -> dict[str, Any]:
