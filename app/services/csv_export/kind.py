@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import delete, insert, select, update
@@ -51,6 +51,31 @@ logger = logging.getLogger("tsm.exports")
 Scalar = str | bool | int | float
 Operator = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "not_like", "is_null", "not_null"]
 MAX_IN_VALUES = 1000
+
+
+class _ExportProgress(TypedDict):
+    """The keys every export checkpoint has; ExportCheckpoint adds the final one."""
+
+    file_id: str  # the files row being written (state "writing", then "complete")
+    filename: str
+    key: list[str]  # the order key pages follow; a resume refuses a table whose key changed
+    position: Any  # the source's opaque JSON: where the next page starts (None: the beginning)
+    offset: int  # the file's durable length, in bytes
+    rows: int  # rows written so far
+    total: int  # the rows expected, from the source's estimate
+    exact: bool  # whether ``total`` is an exact count
+    session: dict[str, Any]  # the source's settings that shape the text, for a resume to match
+
+
+class ExportCheckpoint(_ExportProgress, total=False):
+    """An export task's checkpoint (the JSON in ``tasks.checkpoint``)."""
+
+    finished: bool  # set by the final checkpoint: the file is complete
+
+
+def _as_json(state: ExportCheckpoint) -> dict[str, Any]:
+    """The checkpoint as the task runtime stores it (a plain JSON object)."""
+    return cast("dict[str, Any]", state)  # a TypedDict is a dict at run time
 
 
 def _no_nul(text: str, what: str) -> str:
@@ -214,7 +239,7 @@ async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> 
         await session.execute(delete(File).where(File.id.in_(ids)))
 
 
-def _result(state: dict[str, Any]) -> dict[str, Any]:
+def _result(state: ExportCheckpoint) -> dict[str, Any]:
     return {
         "file_id": state["file_id"],
         "filename": state["filename"],
@@ -241,15 +266,16 @@ class ExportCsv(TaskKind[ExportParams]):
         await source.close()
 
     async def run(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
-        if checkpoint and checkpoint.get("finished"):
-            return _result(checkpoint)
+        saved = cast("ExportCheckpoint | None", checkpoint)
+        if saved and saved.get("finished"):
+            return _result(saved)
         settings = ctx.engine.settings
         owner = params.owner or ctx.owner
-        session = (checkpoint or {}).get("session")
+        session = saved.get("session") if saved else None
         source: Source | None = None
         try:
             source = await open_source(settings, ctx.engine.database.url, owner, params, session)
-            return await self._export(params, checkpoint, source, ctx)
+            return await self._export(params, saved, source, ctx)
         except QuotaExceeded:
             ctx.attempts = ctx.max_attempts  # a retry would only fill the quota again
             raise
@@ -260,10 +286,10 @@ class ExportCsv(TaskKind[ExportParams]):
     async def cleanup(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
         await remove_export(ctx, checkpoint)
 
-    async def _start(self, params: ExportParams, source: Source, ctx: TaskContext) -> dict[str, Any]:
+    async def _start(self, params: ExportParams, source: Source, ctx: TaskContext) -> ExportCheckpoint:
         total, exact = await source.estimate()
         file_id = new_id()
-        state: dict[str, Any] = {
+        state: ExportCheckpoint = {
             "file_id": file_id,
             "filename": params.filename or f"{params.table}.csv",
             "key": source.key,
@@ -294,13 +320,13 @@ class ExportCsv(TaskKind[ExportParams]):
                 )
             )
 
-        await ctx.checkpoint(state, done=0, total=total, unit="rows", work=create_file)
+        await ctx.checkpoint(_as_json(state), done=0, total=total, unit="rows", work=create_file)
         return state
 
     async def _export(
-        self, params: ExportParams, checkpoint: dict[str, Any] | None, source: Source, ctx: TaskContext
+        self, params: ExportParams, checkpoint: ExportCheckpoint | None, source: Source, ctx: TaskContext
     ) -> dict[str, Any]:
-        state = dict(checkpoint) if checkpoint else await self._start(params, source, ctx)
+        state = checkpoint.copy() if checkpoint else await self._start(params, source, ctx)
         if state["key"] != source.key:
             raise RuntimeError(
                 f"table {params.table!r} changed since the export started: its order key is now "
@@ -341,15 +367,17 @@ class ExportCsv(TaskKind[ExportParams]):
             await sink.aclose()
         state = {**state, "offset": length, "finished": True}
         done = _files_work(ctx, state["file_id"], length, length=length, state="complete", completed_at=utcnow())
-        await ctx.checkpoint(state, done=state["rows"], total=state["rows"], unit="rows", work=done, final=True)
+        await ctx.checkpoint(
+            _as_json(state), done=state["rows"], total=state["rows"], unit="rows", work=done, final=True
+        )
         return _result(state)
 
 
-async def _commit(ctx: TaskContext, state: dict[str, Any], durable: asyncio.Future[None], rows: int) -> None:
+async def _commit(ctx: TaskContext, state: ExportCheckpoint, durable: asyncio.Future[None], rows: int) -> None:
     await durable
     try:
         await ctx.checkpoint(
-            state,
+            _as_json(state),
             done=state["rows"],
             total=max(state["total"], state["rows"]),
             unit="rows",

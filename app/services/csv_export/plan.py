@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +74,7 @@ class Source(Protocol):
         """Rows that will be exported, and whether that count is exact."""
         ...
 
-    def pages(self, position: Any, limit: int) -> AsyncIterator[Page]:
+    def pages(self, position: Any, limit: int) -> AsyncGenerator[Page, None]:
         """The pages after ``position``, in order, until no row is left."""
         ...
 

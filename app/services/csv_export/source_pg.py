@@ -25,7 +25,7 @@ import asyncio
 import json
 import math
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,7 +230,7 @@ class PgSource:
             return int(await self.conn.fetchval(f"SELECT count(*) FROM {self.qualified} WHERE {where}")), True
         return guess, False
 
-    async def pages(self, position: Any, limit: int) -> AsyncIterator[Page]:
+    async def pages(self, position: Any, limit: int) -> AsyncGenerator[Page, None]:
         """Pages in order, each COPYed by one of PREFETCH worker connections while the caller
         writes, syncs and checkpoints the one before: the database formats pages in parallel."""
         if not self.workers:

@@ -16,7 +16,7 @@ import asyncio
 import math
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ class SqliteSource:
         count = await asyncio.to_thread(lambda: self.conn.execute(query, self.args).fetchone()[0])
         return int(count), True
 
-    async def pages(self, position: list[Any] | None, limit: int) -> AsyncIterator[Page]:
+    async def pages(self, position: list[Any] | None, limit: int) -> AsyncGenerator[Page, None]:
         cap = limit
         while (result := await asyncio.to_thread(self._page, position, cap)) is not None:
             data, position, rows = result

@@ -4,7 +4,7 @@
     stage    CREATE TABLE tsm_import_<task> (same columns)         ┐ with the first checkpoint
     load     batch after batch, each with its checkpoint            │ PostgreSQL: COPY in the
              (byte offset, line, rows, rejects) in ONE transaction  │ checkpoint's transaction;
-             pause: PG cancels the running batch (rolled back),     │ SQLite: see import_sqlite
+             pause: PG cancels the running batch (rolled back),     │ SQLite: see loader_sqlite
              SQLite stops it after the current sub-chunk
     publish  staging → target in one transaction: RENAME (create, replace) or INSERT ... SELECT
              (append); the user sees all rows or none
@@ -26,17 +26,19 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
-from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.loader_pg import ImportFailed, PgLoader
+from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportCheckpoint, Loader, as_json
+from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.csv_import.source import (
@@ -51,10 +53,11 @@ from app.services.csv_import.source import (
 from app.services.owners.keys import Principal
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path
 from app.services.runtime.kinds import TaskKind, task_kind
-from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt
+from app.services.runtime.runner import TaskContext, Work
 
-TARGET_BATCH_SECONDS = 1.0
-TARGET_SQLITE_SECONDS = 0.15
+if TYPE_CHECKING:
+    from app.db import Database
+
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
 # SQLSTATE classes that retrying cannot cure: feature, data, integrity, names, limits
@@ -120,24 +123,28 @@ class ImportCsv(TaskKind[ImportParams]):
             job.close()
 
 
+def open_loader(database: Database, ctx: TaskContext, params: ImportParams, settings: Settings) -> Loader:
+    """The one place that asks which database this is."""
+    staging, encoding = staging_name(ctx.task_id), check_encoding(params.encoding)
+    if database.is_postgres:
+        schema = owner_schema(settings, ctx.owner)
+        return PgLoader(ctx, params, database.engine, schema, staging, encoding)
+    return SqliteLoader(ctx, params, sqlite_tables_path(settings, ctx.owner), staging, encoding)
+
+
 class _Job:
     """One run of one import task."""
 
     def __init__(self, kind: ImportCsv, params: ImportParams, ctx: TaskContext) -> None:
         self.params, self.ctx = params, ctx
         self.settings = ctx.engine.settings
-        self.postgres = ctx.engine.database.is_postgres
-        self.staging = staging_name(ctx.task_id)
-        self.encoding = check_encoding(params.encoding)
-        self.schema = owner_schema(self.settings, ctx.owner)
-        self.pg = PgLoader(ctx, params, self.schema, self.staging, self.encoding)
-        self.lite = SqliteLoader(ctx, params, sqlite_tables_path(self.settings, ctx.owner), self.staging, self.encoding)
+        self.loader = open_loader(ctx.engine.database, ctx, params, self.settings)
         self.clock = time.monotonic()
 
     def close(self) -> None:
-        self.lite.close()
+        self.loader.close()
 
-    def tick(self, state: dict[str, Any]) -> None:
+    def tick(self, state: ImportCheckpoint) -> None:
         now = time.monotonic()
         state["seconds"] = round(state.get("seconds", 0.0) + now - self.clock, 3)
         self.clock = now
@@ -156,18 +163,15 @@ class _Job:
     async def discard(self) -> None:
         """Idempotent: also when nothing was staged yet, or it was already removed."""
         async with self.ctx.engine.database.engine.begin() as conn:
-            if self.postgres:
-                await self.pg.drop_staging(conn)
+            await self.loader.drop(conn)
             await remove_rejects(conn, self.settings, self.ctx.task_id)
-        if not self.postgres and self.lite.path.exists():
-            await asyncio.to_thread(self.lite.drop, self.ctx.task_id)
 
     async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         params = self.params
         async with self.ctx.engine.database.sessionmaker() as session:
             path = await resolve_source(session, self.settings, None, params.file_id, params.path)
-        state = checkpoint if self.postgres else await asyncio.to_thread(self.lite.load_state, self.ctx.task_id)
-        if state is None or state.get("v") != 1:
+        state = await self.loader.resume_state(cast("ImportCheckpoint | None", checkpoint))
+        if state is None or state.get("v") != CHECKPOINT_VERSION:
             state = await self.start(path)
         elif await asyncio.to_thread(fingerprint, path) != state["source"]:
             raise ImportFailed("the source file changed since the import started; start a new import")
@@ -177,19 +181,15 @@ class _Job:
         if state["phase"] == "load":
             await self.load(path, state, rejects)
             await self.publish(state, rejects)
-        elif rejects is not None and not self.postgres:
-            await self._checkpoint(state, rejects.complete)  # in case a crash came before this
+        elif (work := self.loader.catch_up(rejects)) is not None:
+            await self.ctx.checkpoint(as_json(state), work=work)
         return self.result(state, rejects)
 
-    async def start(self, path: Any) -> dict[str, Any]:
+    async def start(self, path: Path) -> ImportCheckpoint:
         params = self.params
         source = await asyncio.to_thread(fingerprint, path)
         plan = await asyncio.to_thread(make_plan, path, params)
-        if self.postgres:
-            async with self.ctx.engine.database.engine.connect() as conn:
-                target = await self.pg.target_columns(conn, params.table)
-        else:
-            target = await asyncio.to_thread(self.lite.target_columns, params.table)
+        target = await self.loader.target_columns(params.table)
         if target is not None and params.mode == "create":
             raise ImportFailed(f"table {params.table!r} already exists; use mode replace or append")
         if target is not None and params.mode == "append":
@@ -199,9 +199,9 @@ class _Job:
             types = [csv_scan.converter_for(declared[c]) for c in columns]
         else:
             columns, types = plan.names, plan.types
-            staging = [(n, csv_scan.sql_type(t, self.postgres)) for n, t in zip(columns, types, strict=True)]
-        state: dict[str, Any] = {
-            "v": 1,
+            staging = [(n, self.loader.column_type(t)) for n, t in zip(columns, types, strict=True)]
+        state: ImportCheckpoint = {
+            "v": CHECKPOINT_VERSION,
             "phase": "load",
             "offset": plan.data_start,
             "end": plan.data_end,
@@ -214,29 +214,23 @@ class _Job:
             "renamed": plan.renamed,
             "source": source,
             "seconds": 0.0,
+            "rows_per_second": None,
         }
         self.tick(state)
-        if self.postgres:
-
-            async def create(conn: Any) -> None:
-                await self.pg.create_staging(conn, staging)
-
-            await self.ctx.checkpoint(state, work=create)
-        else:
-            await asyncio.to_thread(self.lite.create_staging, staging, state)
-            await self.ctx.checkpoint(state)
+        await self.ctx.checkpoint(as_json(state), work=await self.loader.stage(staging, state))
         return state
 
-    async def load(self, path: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
+    async def load(self, path: Path, state: ImportCheckpoint, rejects: Rejects | None) -> None:
         """Batch after batch, the next one read while the current one is written.
 
-        Batch sizes adapt to take about TARGET_BATCH_SECONDS (up to import_batch_bytes): on
-        PostgreSQL a pause cancels the running batch, so long batches cost nothing there; on
+        Batch sizes adapt to take about the loader's batch_seconds (up to import_batch_bytes):
+        on PostgreSQL a pause cancels the running batch, so long batches cost nothing there; on
         SQLite a batch stops after its current sub-chunk, so they must stay short.
         """
         most = self.settings.import_batch_bytes
         size = min(most, FIRST_BATCH_BYTES)
-        reader = BatchReader(path, state["end"], most, ord(self.params.quote), split=not self.postgres)
+        split = self.loader.split_batches
+        reader = BatchReader(path, state["end"], most, ord(self.params.quote), split=split)
         pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         try:
             while True:
@@ -248,11 +242,11 @@ class _Job:
                     return
                 pending = asyncio.ensure_future(asyncio.to_thread(reader.read, batch.end, size))
                 began, offset = time.perf_counter(), state["offset"]
-                await self.write(batch, state, rejects)
+                await self.loader.load(batch, state, rejects, self.committer(state, rejects))
                 elapsed = time.perf_counter() - began
                 if state["offset"] == batch.end and elapsed > 0:
                     rate = (state["offset"] - offset) / elapsed
-                    target = TARGET_BATCH_SECONDS if self.postgres else TARGET_SQLITE_SECONDS
+                    target = self.loader.batch_seconds
                     size = int(max(min(most, MIN_BATCH_BYTES), min(most, rate * target)))
                 if state["offset"] != batch.end:  # stopped early, then the pause was withdrawn
                     await asyncio.wait([pending])
@@ -269,63 +263,40 @@ class _Job:
             else:
                 pending.add_done_callback(finish)
 
-    async def write(self, batch: Any, state: dict[str, Any], rejects: Rejects | None) -> None:
-        rows = 0
-        if self.postgres:
+    def committer(self, state: ImportCheckpoint, rejects: Rejects | None) -> Commit:
+        """A batch's checkpoint: the loader's work, the reject file's row, then the clock."""
 
-            async def copy(conn: Any) -> None:
-                nonlocal rows
-                rows, used, lines = await self.pg.copy_batch(conn, batch, state["line"], state["columns"], rejects)
-                state["offset"] += used
-                state["line"] += lines
-                state["rows"] += rows
+        async def commit(work: Work | None) -> None:
+            async def batch(conn: AsyncConnection) -> None:
+                if work is not None:
+                    await work(conn)
                 if rejects is not None:
-                    state["reject_bytes"] = rejects.flush()
-                    state["rejects"] += rejects.counted
-                    rejects.counted = 0
                     await rejects.ensure_row(conn)
                 self.tick(state)
 
-            try:
-                await self.ctx.checkpoint(state, work=copy)
-            except LeaseLost:
-                raise
-            except TaskInterrupt:
-                ROWS_IMPORTED.inc(rows)  # committed; the interrupt came after the commit
-                raise
-            ROWS_IMPORTED.inc(rows)
-            return
-        args = (batch, state["line"], state["columns"], state["types"], rejects, state)
-        rows, _used, _lines = await asyncio.to_thread(self.lite.write_batch, *args)
-        ROWS_IMPORTED.inc(rows)
-        self.tick(state)
-        await self._checkpoint(state, rejects.ensure_row if rejects is not None else None)
+            await self.ctx.checkpoint(as_json(state), work=batch)
 
-    async def _checkpoint(self, state: dict[str, Any], work: Any) -> None:
-        await self.ctx.checkpoint(state, work=work)
+        return commit
 
-    async def publish(self, state: dict[str, Any], rejects: Rejects | None) -> None:
+    async def publish(self, state: ImportCheckpoint, rejects: Rejects | None) -> None:
         params = self.params
-        done = {**state, "phase": "done"}
+        done: ImportCheckpoint = {**state, "phase": "done"}
         self.tick(done)
-        if self.postgres:
+        swap = await self.loader.publish(params.table, params.mode, state["columns"], done)
 
-            async def swap(conn: Any) -> None:
-                await self.pg.publish(conn, params.table, params.mode, state["columns"])
-                if rejects is not None:
-                    await rejects.complete(conn)
+        async def final(conn: AsyncConnection) -> None:
+            if swap is not None:
+                await swap(conn)
+            if rejects is not None:
+                await rejects.complete(conn)
 
-            work: Any = swap
-        else:
-            await asyncio.to_thread(self.lite.publish, params.table, params.mode, state["columns"], done)
-            work = rejects.complete if rejects is not None else None
-        await self.ctx.checkpoint(done, work=work, final=True)  # published: the task has finished
+        await self.ctx.checkpoint(as_json(done), work=final, final=True)  # published: the task has finished
         state.update(done)
 
-    def result(self, state: dict[str, Any], rejects: Rejects | None) -> dict[str, Any]:
+    def result(self, state: ImportCheckpoint, rejects: Rejects | None) -> dict[str, Any]:
         return {
             "table": self.params.table,
-            "schema": self.schema if self.postgres else None,
+            "schema": self.loader.schema,
             "mode": self.params.mode,
             "rows": state["rows"],
             "rejected": state["rejects"],

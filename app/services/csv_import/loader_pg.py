@@ -21,22 +21,23 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
-from app.services.runtime.runner import TaskContext, TaskInterrupt
+from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt, Work
 
 # Errors that one record causes ("row is too big" is a limit): it goes to the rejects
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
 COPY_PIECE_BYTES = 1024 * 1024
-
-
-class ImportFailed(Exception):
-    """The data cannot be imported as asked (bad record, changed file...): retrying will not help."""
+# A pause cancels the running COPY, so long batches (few commits) cost a pause nothing
+BATCH_SECONDS = 1.0
 
 
 async def raw_connection(conn: AsyncConnection) -> asyncpg.Connection:
@@ -48,14 +49,70 @@ async def raw_connection(conn: AsyncConnection) -> asyncpg.Connection:
 
 
 class PgLoader:
-    def __init__(self, ctx: TaskContext, params: Any, schema: str, staging: str, encoding: str) -> None:
-        self.ctx, self.params = ctx, params
-        self.schema, self.staging = schema, staging
-        self.encoding = encoding
+    """The Loader for PostgreSQL: staging in the owner's schema, every write in a checkpoint."""
+
+    split_batches = False
+    batch_seconds = BATCH_SECONDS
+
+    def __init__(
+        self, ctx: TaskContext, params: Any, database: AsyncEngine, schema: str, staging: str, encoding: str
+    ) -> None:
+        self.ctx, self.params, self.database = ctx, params, database
+        self.schema = schema
+        self.staging, self.encoding = staging, encoding
         self.quote_byte = ord(params.quote)
 
+    def close(self) -> None:
+        pass  # connections are the service pool's, lent per transaction
+
+    def column_type(self, kind: str) -> str:
+        return csv_scan.sql_type(kind, True)
+
+    async def resume_state(self, checkpoint: ImportCheckpoint | None) -> ImportCheckpoint | None:
+        return checkpoint  # committed with the rows: the truth
+
+    # -- the steps, each inside a checkpoint ----------------------------------------------
+    async def stage(self, columns: list[tuple[str, str]], state: ImportCheckpoint) -> Work:
+        async def create(conn: AsyncConnection) -> None:
+            await self.create_staging(conn, columns)
+
+        return create
+
+    async def load(self, batch: Batch, state: ImportCheckpoint, rejects: Rejects | None, commit: Commit) -> None:
+        rows = 0
+
+        async def copy(conn: AsyncConnection) -> None:
+            nonlocal rows
+            rows, used, lines = await self.copy_batch(conn, batch, state["line"], state["columns"], rejects)
+            advance(state, used, lines, rows, rejects)
+
+        try:
+            await commit(copy)
+        except LeaseLost:
+            raise
+        except TaskInterrupt:
+            ROWS_IMPORTED.inc(rows)  # committed; the interrupt came after the commit
+            raise
+        ROWS_IMPORTED.inc(rows)
+
+    def catch_up(self, rejects: Rejects | None) -> None:
+        return None  # a published import's checkpoint was committed with the publish
+
+    async def publish(self, table: str, mode: str, columns: list[str], done: ImportCheckpoint) -> Work:
+        async def swap(conn: AsyncConnection) -> None:
+            await self.swap(conn, table, mode, columns)
+
+        return swap
+
+    async def drop(self, conn: AsyncConnection) -> None:
+        await self.drop_staging(conn)
+
     # -- tables -------------------------------------------------------------------------
-    async def target_columns(self, conn: AsyncConnection, table: str) -> list[tuple[str, str]] | None:
+    async def target_columns(self, table: str) -> list[tuple[str, str]] | None:
+        async with self.database.connect() as conn:
+            return await self._columns(conn, table)
+
+    async def _columns(self, conn: AsyncConnection, table: str) -> list[tuple[str, str]] | None:
         rows = (
             await conn.execute(
                 text(
@@ -87,7 +144,7 @@ class PgLoader:
     async def drop_staging(self, conn: AsyncConnection) -> None:
         await conn.execute(text(f"DROP TABLE IF EXISTS {self.qualified(self.staging)}"))
 
-    async def publish(self, conn: AsyncConnection, table: str, mode: str, columns: list[str]) -> None:
+    async def swap(self, conn: AsyncConnection, table: str, mode: str, columns: list[str]) -> None:
         """Staging becomes the target: in the caller's transaction, so all or nothing."""
         target, staging = self.qualified(table), self.qualified(self.staging)
         if mode == "append" and await self.exists(conn, table):

@@ -25,26 +25,64 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.loader_pg import ImportFailed
+from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.scan import CsvError
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
-from app.services.runtime.runner import TaskContext
+from app.services.runtime.runner import TaskContext, Work
 
 STATE_DDL = "CREATE TABLE IF NOT EXISTS tsm_import_state (task_id TEXT PRIMARY KEY, state TEXT NOT NULL)"
+# A pause waits for the current sub-chunk of a batch: keep batches short
+BATCH_SECONDS = 0.15
 
 
 class SqliteLoader:
+    """The Loader for SQLite: staging and its own state in the owner's tables file, in threads."""
+
+    schema = None
+    split_batches = True
+    batch_seconds = BATCH_SECONDS
+
     def __init__(self, ctx: TaskContext, params: Any, path: Path, staging: str, encoding: str) -> None:
         self.ctx, self.params = ctx, params
         self.path, self.staging, self.encoding = path, staging, encoding
         self.db: sqlite3.Connection | None = None
 
-    async def call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+    def column_type(self, kind: str) -> str:
+        return csv_scan.sql_type(kind, False)
+
+    async def resume_state(self, checkpoint: ImportCheckpoint | None) -> ImportCheckpoint | None:
+        return await asyncio.to_thread(self._load_state)  # the tables file's copy is the truth
+
+    async def target_columns(self, table: str) -> list[tuple[str, str]] | None:
+        return await asyncio.to_thread(self._target_columns, table)
+
+    # -- the steps: the tables file commits first, the service's checkpoint mirrors it ----
+    async def stage(self, columns: list[tuple[str, str]], state: ImportCheckpoint) -> None:
+        await asyncio.to_thread(self._create_staging, columns, state)
+
+    async def load(self, batch: Batch, state: ImportCheckpoint, rejects: Rejects | None, commit: Commit) -> None:
+        rows = await asyncio.to_thread(self._write_batch, batch, state, rejects)
+        ROWS_IMPORTED.inc(rows)
+        await commit(None)
+
+    def catch_up(self, rejects: Rejects | None) -> Work | None:
+        # a crash may have come between the tables file's publish and the service's checkpoint
+        return rejects.complete if rejects is not None else None
+
+    async def publish(self, table: str, mode: str, columns: list[str], done: ImportCheckpoint) -> None:
+        await asyncio.to_thread(self._publish, table, mode, columns, done)
+
+    async def drop(self, conn: AsyncConnection) -> None:
+        if self.path.exists():  # no tables file yet: nothing was staged
+            await asyncio.to_thread(self._drop)
 
     def _connect(self) -> sqlite3.Connection:
         if self.db is None:
@@ -75,11 +113,12 @@ class SqliteLoader:
             self.db = None
 
     # -- state and tables ---------------------------------------------------------------
-    def load_state(self, task_id: str) -> dict[str, Any] | None:
-        row = self._connect().execute("SELECT state FROM tsm_import_state WHERE task_id = ?", (task_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+    def _load_state(self) -> ImportCheckpoint | None:
+        query = "SELECT state FROM tsm_import_state WHERE task_id = ?"
+        row = self._connect().execute(query, (self.ctx.task_id,)).fetchone()
+        return cast("ImportCheckpoint", json.loads(row[0])) if row else None
 
-    def _save_state(self, db: sqlite3.Connection, state: dict[str, Any]) -> None:
+    def _save_state(self, db: sqlite3.Connection, state: ImportCheckpoint) -> None:
         db.execute(
             "INSERT INTO tsm_import_state (task_id, state) VALUES (?, ?) "
             "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state",
@@ -92,19 +131,19 @@ class SqliteLoader:
         )
         return found.fetchone() is not None
 
-    def target_columns(self, table: str) -> list[tuple[str, str]] | None:
+    def _target_columns(self, table: str) -> list[tuple[str, str]] | None:
         if not self.exists(table):
             return None
         rows = self._connect().execute(f"PRAGMA table_info({q(table)})").fetchall()
         return [(r[1], r[2] or "") for r in rows]
 
-    def create_staging(self, columns: list[tuple[str, str]], state: dict[str, Any]) -> None:
+    def _create_staging(self, columns: list[tuple[str, str]], state: ImportCheckpoint) -> None:
         with self._transaction() as db:
             db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
             db.execute(f"CREATE TABLE {q(self.staging)} ({', '.join(f'{q(n)} {t}' for n, t in columns)})")
             self._save_state(db, state)
 
-    def publish(self, table: str, mode: str, columns: list[str], state: dict[str, Any]) -> None:
+    def _publish(self, table: str, mode: str, columns: list[str], state: ImportCheckpoint) -> None:
         with self._transaction() as db:
             if mode == "append" and self.exists(table):
                 names = ", ".join(q(c) for c in columns)
@@ -118,26 +157,19 @@ class SqliteLoader:
                 db.execute(f"ALTER TABLE {q(self.staging)} RENAME TO {q(table)}")
             self._save_state(db, state)
 
-    def drop(self, task_id: str) -> None:
+    def _drop(self) -> None:
         """Cancel or permanent failure: no staging table and no state row remain."""
         with self._transaction() as db:
             db.execute(f"DROP TABLE IF EXISTS {q(self.staging)}")
-            db.execute("DELETE FROM tsm_import_state WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM tsm_import_state WHERE task_id = ?", (self.ctx.task_id,))
 
     # -- batches ------------------------------------------------------------------------
-    def write_batch(
-        self,
-        batch: Batch,
-        first_line: int,
-        columns: list[str],
-        types: list[str],
-        rejects: Rejects | None,
-        state: dict[str, Any],
-    ) -> tuple[int, int, int]:
-        """Insert the batch and save ``state`` (updated here) in one transaction.
+    def _write_batch(self, batch: Batch, state: ImportCheckpoint, rejects: Rejects | None) -> int:
+        """Insert the batch and save ``state`` (advanced here) in one transaction.
 
-        Stops after any sub-chunk once a pause is pending. Returns (rows, bytes, lines).
+        Stops after any sub-chunk once a pause is pending. Returns the rows inserted.
         """
+        first_line, columns, types = state["line"], state["columns"], state["types"]
         names, marks = ", ".join(q(c) for c in columns), ", ".join("?" * len(columns))
         insert = f"INSERT INTO {q(self.staging)} ({names}) VALUES ({marks})"
         rows = used_bytes = used_lines = 0
@@ -152,19 +184,13 @@ class SqliteLoader:
                     rows += len(values)
                     used_bytes += len(chunk)
                     used_lines += chunk.count(b"\n")
-                state["offset"] += used_bytes
-                state["line"] += used_lines
-                state["rows"] += rows
-                if rejects is not None:
-                    state["reject_bytes"] = rejects.flush()
-                    state["rejects"] = state.get("rejects", 0) + rejects.counted
-                    rejects.counted = 0
+                advance(state, used_bytes, used_lines, rows, rejects)
                 self._save_state(db, state)
         except BaseException:
             if rejects is not None:
                 rejects.discard()
             raise
-        return rows, used_bytes, used_lines
+        return rows
 
     def _rows(
         self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects | None
@@ -224,9 +250,9 @@ class SqliteLoader:
             if rejects is None:
                 raise ImportFailed(str(errors[0][2]))
             records = csv_scan.split_records(chunk, ord(p.quote))
-            for line, index, exc in errors:
+            for line, index, error in errors:
                 raw = records[index] if len(records) == len(rows) else b""
-                rejects.add(line, _reason(exc), raw.decode(self.encoding, "replace"))
+                rejects.add(line, _reason(error), raw.decode(self.encoding, "replace"))
         out = list(zip(*cols, strict=True)) if cols else []
         return [r for i, r in enumerate(out) if i not in bad] if bad else out
 

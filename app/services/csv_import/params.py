@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Unprocessable
-from app.services.csv_import.loader_pg import ImportFailed
+from app.services.csv_import.errors import ImportFailed
 from app.services.owners.namespaces import (
     MAX_COLUMNS,
     owner_schema,

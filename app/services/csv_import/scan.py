@@ -203,7 +203,7 @@ def fast_rows(text: str, delimiter: str, quote: str, null: str) -> tuple[list[li
     if quoted_null_possible(text, delimiter, quote, null):
         return [row for _, row in _parse_exact(text, delimiter, quote, null)], True
     try:
-        return list(reader(text, delimiter, quote)), False  # type: ignore[arg-type]
+        return list(reader(text, delimiter, quote)), False
     except csv.Error:
         parse_rows(text, delimiter, quote, null)  # raises with the line number
         raise

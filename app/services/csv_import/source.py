@@ -21,7 +21,7 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -88,6 +88,7 @@ async def resolve_source(
         return await asyncio.to_thread(resolve_storage_path, settings, path)
     assert file_id is not None
     location = file_path(settings, file_id)  # 404 for anything that is not a UUID
+    row: File | None
     if principal is not None:
         row = await get_file(session, principal, file_id)
     else:
@@ -107,7 +108,15 @@ def open_source(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
+class SourceFingerprint(TypedDict):
+    """What identifies the source file's content, cheaply: a resume refuses a file that changed."""
+
+    size: int
+    mtime_ns: int
+    sha256_head_tail: str
+
+
+def fingerprint(path: Path) -> SourceFingerprint:
     with open_source(path) as handle:
         info = os.fstat(handle.fileno())
         head = handle.read(FINGERPRINT_BYTES)
@@ -252,11 +261,12 @@ class BatchReader:
         self.handle.seek(offset)
         want = min(size or self.batch_bytes, self.end - offset)
         buf = self.handle.read(want)
+        cut: int | None
         while True:
             if offset + len(buf) >= self.end:  # the last batch: everything that is left
                 if buf.count(bytes([self.quote])) % 2:
-                    cut = last_cut(buf, self.quote) or 0
-                    raise RecordError("unterminated quoted field", buf.count(b"\n", 0, cut))
+                    opened = last_cut(buf, self.quote) or 0  # the record that never closes starts here
+                    raise RecordError("unterminated quoted field", buf.count(b"\n", 0, opened))
                 cut = len(buf)
                 break
             cut = last_cut(buf, self.quote)
