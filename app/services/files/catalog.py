@@ -6,6 +6,7 @@ One ``files`` table holds tus uploads (origin "upload") and files the server mak
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -16,9 +17,25 @@ from app.models import File
 from app.services.owners.keys import Principal
 from app.services.paging import newest_first
 
-UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = "uploading", "complete", "expired", "deleted", "writing"
-STATES = (UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING)
-ORIGINS = ("upload", "export", "rejects")
+
+class FileState(StrEnum):
+    """A file row's ``state`` column; the values are the strings stored and sent."""
+
+    UPLOADING = "uploading"  # a tus upload still receiving bytes
+    COMPLETE = "complete"  # every byte is there: downloadable
+    EXPIRED = "expired"  # an upload left unfinished past its expiry
+    DELETED = "deleted"  # removed by its owner; the row stays a while for the tus 410
+    WRITING = "writing"  # a file a task (an export) is still writing
+
+
+class FileOrigin(StrEnum):
+    UPLOAD = "upload"
+    EXPORT = "export"
+    REJECTS = "rejects"
+
+
+# Module-level names, so callers read ``COMPLETE`` as before.
+UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = FileState
 
 
 def visible(principal: Principal) -> Any:
