@@ -69,7 +69,7 @@ class Marker(TaskKind[MarkerParams]):
     params_model = MarkerParams
 
     def path(self, ctx: TaskContext, params: MarkerParams) -> Path:
-        return ctx.engine.settings.storage_dir / f"marker-{params.name}"
+        return ctx.settings.storage_dir / f"marker-{params.name}"
 
     async def run(self, params: MarkerParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
         self.path(ctx, params).write_text("made by a task")
@@ -106,12 +106,12 @@ class FailThenClean(TaskKind[FailingParams]):
     params_model = FailingParams
 
     async def run(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
-        (ctx.engine.settings.storage_dir / f"made-{params.name}").write_text("made by a task")
+        (ctx.settings.storage_dir / f"made-{params.name}").write_text("made by a task")
         await ctx.checkpoint({"made": True})
         raise RuntimeError(f"{params.name} failed on purpose")
 
     async def cleanup(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
-        storage = ctx.engine.settings.storage_dir
+        storage = ctx.settings.storage_dir
         with (storage / f"cleanups-{params.name}").open("a") as calls:
             calls.write("cleanup\n")
         while True:  # another process (the test) makes the file: no event to wait on

@@ -191,7 +191,7 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
     """The checkpoint's update of the export's file row, now ``size`` bytes: within the quota."""
 
     async def work(conn: AsyncConnection) -> None:
-        await check_storage(conn, ctx.engine.settings, ctx.owner, size, what="this export", exclude=file_id)
+        await check_storage(conn, ctx.settings, ctx.owner, size, what="this export", exclude=file_id)
         result = await conn.execute(
             update(File).where(File.id == file_id).values(updated_at=utcnow(), offset=size, **values)
         )
@@ -203,8 +203,8 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
 
 async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> None:
     """Delete every file this task made (bytes first, then the row)."""
-    settings = ctx.engine.settings
-    async with ctx.engine.database.sessionmaker.begin() as session:
+    settings = ctx.settings
+    async with ctx.session() as session, session.begin():
         mine = select(File.id).where(File.task_id == ctx.task_id, File.origin == "export")
         ids = set((await session.execute(mine)).scalars())
         if checkpoint and checkpoint.get("file_id"):
@@ -243,12 +243,12 @@ class ExportCsv(TaskKind[ExportParams]):
     async def run(self, params: ExportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
         if checkpoint and checkpoint.get("finished"):
             return _result(checkpoint)
-        settings = ctx.engine.settings
+        settings = ctx.settings
         owner = params.owner or ctx.owner
         session = (checkpoint or {}).get("session")
         source: Source | None = None
         try:
-            source = await open_source(settings, ctx.engine.database.url, owner, params, session)
+            source = await open_source(settings, ctx.database_url, owner, params, session)
             return await self._export(params, checkpoint, source, ctx)
         except QuotaExceeded:
             ctx.attempts = ctx.max_attempts  # a retry would only fill the quota again
@@ -276,7 +276,7 @@ class ExportCsv(TaskKind[ExportParams]):
         }
 
         async def create_file(conn: AsyncConnection) -> None:
-            await check_storage(conn, ctx.engine.settings, ctx.owner, 0, what="this export")
+            await check_storage(conn, ctx.settings, ctx.owner, 0, what="this export")
             now = utcnow()
             await conn.execute(
                 insert(File).values(
@@ -306,7 +306,7 @@ class ExportCsv(TaskKind[ExportParams]):
                 f"table {params.table!r} changed since the export started: its order key is now "
                 f"{source.key}, not {state['key']}"
             )
-        path = file_path(ctx.engine.settings, state["file_id"])
+        path = file_path(ctx.settings, state["file_id"])
         if not path.exists() or path.stat().st_size < state["offset"]:
             if state["offset"] > 0:
                 logger.warning("export %s: file shorter than its checkpoint; starting over", ctx.task_id)
@@ -318,7 +318,7 @@ class ExportCsv(TaskKind[ExportParams]):
                 if params.header:
                     await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
             ctx.progress(state["rows"], state["total"], "rows")
-            limit = ctx.engine.settings.export_page_rows
+            limit = ctx.settings.export_page_rows
             # Page N is synced and checkpointed in the background while page N+1 is fetched; it
             # must be committed (the lease still ours, no pause asked) before N+1 is written.
             commit: asyncio.Task[None] | None = None

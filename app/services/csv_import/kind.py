@@ -123,8 +123,8 @@ class _Job:
 
     def __init__(self, kind: ImportCsv, params: ImportParams, ctx: TaskContext) -> None:
         self.params, self.ctx = params, ctx
-        self.settings = ctx.engine.settings
-        self.postgres = ctx.engine.database.is_postgres
+        self.settings = ctx.settings
+        self.postgres = ctx.is_postgres
         self.staging = staging_name(ctx.task_id)
         self.encoding = check_encoding(params.encoding)
         self.schema = owner_schema(self.settings, ctx.owner)
@@ -153,7 +153,7 @@ class _Job:
 
     async def discard(self) -> None:
         """Idempotent: also when nothing was staged yet, or it was already removed."""
-        async with self.ctx.engine.database.engine.begin() as conn:
+        async with self.ctx.begin() as conn:
             if self.postgres:
                 await self.pg.drop_staging(conn)
             await remove_rejects(conn, self.settings, self.ctx.task_id)
@@ -162,7 +162,7 @@ class _Job:
 
     async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         params = self.params
-        async with self.ctx.engine.database.sessionmaker() as session:
+        async with self.ctx.session() as session:
             path = await resolve_source(session, self.settings, None, params.file_id, params.path)
         state = checkpoint if self.postgres else await asyncio.to_thread(self.lite.load_state, self.ctx.task_id)
         if state is None or state.get("v") != 1:
@@ -184,7 +184,7 @@ class _Job:
         source = await asyncio.to_thread(fingerprint, path)
         plan = await asyncio.to_thread(make_plan, path, params)
         if self.postgres:
-            async with self.ctx.engine.database.engine.connect() as conn:
+            async with self.ctx.begin() as conn:
                 target = await self.pg.target_columns(conn, params.table)
         else:
             target = await asyncio.to_thread(self.lite.target_columns, params.table)
