@@ -10,8 +10,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services.runtime.kinds import KindParams, TaskKind, task_kind
-from app.services.runtime.runner import TaskContext
+from app.services.runtime.kinds import KindParams, TaskContext, TaskKind, task_kind
 
 STEP_LOG_DDL = "CREATE TABLE IF NOT EXISTS step_log (task_id VARCHAR(36) NOT NULL, step INTEGER NOT NULL)"
 

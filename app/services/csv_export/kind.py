@@ -38,8 +38,7 @@ from app.services.owners.keys import OWNER_PATTERN
 from app.services.owners.limits import QuotaExceeded, check_storage
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path, validate_identifier
 from app.services.runtime.bus import asyncpg_dsn
-from app.services.runtime.kinds import KindParams, TaskKind, task_kind
-from app.services.runtime.runner import TaskContext, Work
+from app.services.runtime.kinds import KindParams, TaskContext, TaskKind, Work, task_kind
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

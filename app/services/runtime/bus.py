@@ -49,8 +49,8 @@ class EventBus:
 
 async def notify(conn: AsyncConnection | AsyncSession, payload: str) -> None:
     """Queue a cross-replica wake-up, sent when the surrounding transaction commits."""
-    bind = conn.bind if isinstance(conn, AsyncSession) else conn
-    if bind.dialect.name == "postgresql":
+    dialect = conn.get_bind().dialect if isinstance(conn, AsyncSession) else conn.dialect
+    if dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
 
 
@@ -78,7 +78,7 @@ class PgListener:
             logger.exception("bad notification %r", payload)
 
     async def _run(self) -> None:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
         while True:
             conn = None
