@@ -3,7 +3,7 @@
     a kind may use           settings, session() / begin(), is_postgres / dialect / database_url,
                              progress(), checkpoint(), stop_requested / stop_event, task_id,
                              kind, owner, attempts / max_attempts, checkpoint_state
-    the runtime uses         lease, control, progress_dirty, progress_values()
+    the runtime uses         lease, progress_dirty, progress_values()
 
 ``checkpoint()`` commits the kind's state (and, through ``work``, its batch) in one transaction
 fenced by the lease token, then is the one place where a task pauses or stops: it raises a
@@ -66,7 +66,6 @@ class TaskContext:
         self.lease = leases.Lease(task.id, lease_token)
         self.checkpoint_state: Mapping[str, Any] | None = task.checkpoint
         self.stop_event = asyncio.Event()
-        self.control: str | None = task.control
         self.attempts = task.attempts
         self.max_attempts = task.max_attempts
         self.done = float(task.progress_done or 0)
@@ -109,7 +108,6 @@ class TaskContext:
         return self.stop_event.is_set() or self._deps.is_shutting_down()
 
     # -- progress -------------------------------------------------------------------------
-
     def progress(self, done: float, total: float | None = None, unit: str | None = None) -> None:
         """Record progress in memory; the engine writes it out at most every progress_interval."""
         self.done = float(done)
@@ -165,9 +163,8 @@ class TaskContext:
         CHECKPOINT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
         self.progress_dirty = False
         self.checkpoint_state = state
-        self.control = held.control
         self._deps.bus.publish(self.task_id)
-        if not final and (self.control is not None or self._deps.is_shutting_down()):
+        if not final and (held.control is not None or self._deps.is_shutting_down()):
             raise TaskInterrupt
 
 
