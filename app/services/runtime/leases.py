@@ -8,7 +8,7 @@ Each write a runner makes is one statement
 
 and a write that matches no row means the lease is gone (it expired, was reaped, and another
 runner may hold the task now): the runner stops and writes nothing more. Replicas share
-nothing else, so this fence is what keeps two runners from both moving one task.
+nothing but the database, so this fence is what keeps two runners from both moving one task.
 
     who        write                                           when
     engine     claim: take a queued or cleanup task, new token  a slot is free (SKIP LOCKED)
@@ -18,7 +18,8 @@ nothing else, so this fence is what keeps two runners from both moving one task.
     upkeep     progress                                         every progress_interval
     engine     read the state, then settle: move and release    the kind returned, raised or stopped
     reaper     hand back expired leases, any runner's           every heartbeat, and at start
-    API        release on control (nobody runs the task)        pause of a queued task, cancel
+    API        release on control (nobody runs the task)        pause of a queued task, cancel of a
+                                                                queued or paused one
 
 The reaper and the API do not hold the lease: the reaper takes only expired ones, and the API
 releases only tasks in states no runner holds.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, and_, case, func, or_, select, true, update
@@ -70,12 +71,12 @@ def _fenced(lease: Lease, *conditions: ColumnElement[bool]) -> Update:
     return update(Task).where(_holds(lease), *conditions)
 
 
-def _expiry(lease_seconds: float) -> Any:
+def _expiry(lease_seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=lease_seconds)
 
 
 # -- taking and keeping a lease ----------------------------------------------------------
-def _claimable(now: Any, *, cleanup: bool) -> ColumnElement[bool]:
+def _claimable(now: datetime, *, cleanup: bool) -> ColumnElement[bool]:
     if cleanup:  # a cancelling or failing task nobody (any more) holds
         return and_(
             Task.state.in_(S.AFTER_CLEANUP),
