@@ -43,7 +43,7 @@ HTTP_REQUEST_SECONDS = Histogram(
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-_ACTION_OF = {S.PAUSING: "pause", S.CANCELLING: "cancel"}
+_ACTION_OF: dict[str, str] = {S.PAUSING: S.PAUSE, S.CANCELLING: S.CANCEL}
 
 
 async def observe_control_latency(session: AsyncSession, task_id: str, kind: str, source: str, now: datetime) -> None:

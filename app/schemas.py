@@ -8,15 +8,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import File, Task
+from app.services.files import catalog
 from app.services.runtime import states as S
 
 # The largest value a BIGINT column holds (offsets, lengths, event ids): every integer a
 # client sends that reaches one is bounded by it.
 BIGINT_MAX = 2**63 - 1
 
+
+# The enums' members as Literals: the spec lists their values inline (as it always has), and a
+# field takes the enum from a row, ``TaskState(task.state)``, with no cast.
 TaskState = Literal[
-    "queued", "running", "pausing", "paused", "cancelling", "cancelled", "succeeded", "failing", "failed"
+    S.TaskState.QUEUED,
+    S.TaskState.RUNNING,
+    S.TaskState.PAUSING,
+    S.TaskState.PAUSED,
+    S.TaskState.CANCELLING,
+    S.TaskState.CANCELLED,
+    S.TaskState.SUCCEEDED,
+    S.TaskState.FAILING,
+    S.TaskState.FAILED,
 ]
+Control = Literal[S.Control.PAUSE, S.Control.CANCEL]
+FileState = Literal[
+    catalog.FileState.UPLOADING,
+    catalog.FileState.COMPLETE,
+    catalog.FileState.EXPIRED,
+    catalog.FileState.DELETED,
+    catalog.FileState.WRITING,
+]
+FileOrigin = Literal[catalog.FileOrigin.UPLOAD, catalog.FileOrigin.EXPORT, catalog.FileOrigin.REJECTS]
 
 
 class TaskCreate(BaseModel):
@@ -56,7 +77,7 @@ class TaskRead(BaseModel):
     kind: str
     params: dict[str, Any]
     state: TaskState
-    control: Literal["pause", "cancel"] | None = Field(description="A pending control request.")
+    control: Control | None = Field(description="A pending control request.")
     progress: Progress
     checkpoint: dict[str, Any] | None = Field(description="The last committed checkpoint.")
     result: dict[str, Any] | None
@@ -82,8 +103,8 @@ class TaskRead(BaseModel):
             owner=task.owner,
             kind=task.kind,
             params=task.params,
-            state=task.state,
-            control=task.control,
+            state=S.TaskState(task.state),
+            control=S.Control(task.control) if task.control is not None else None,
             progress=Progress(
                 done=done,
                 total=total,
@@ -133,10 +154,6 @@ class ReadyRead(BaseModel):
     database: Literal["sqlite", "postgresql"] = Field(description="The database this replica reached.")
 
 
-FileState = Literal["uploading", "complete", "expired", "deleted", "writing"]
-FileOrigin = Literal["upload", "export", "rejects"]
-
-
 class FileRead(BaseModel):
     id: str
     owner: str
@@ -164,14 +181,14 @@ class FileRead(BaseModel):
         return cls(
             id=row.id,
             owner=row.owner,
-            origin=row.origin,
+            origin=catalog.FileOrigin(row.origin),
             filename=row.filename,
             content_type=row.content_type,
             metadata=row.metadata_ or {},
             length=row.length,
             offset=row.offset,
             percent=percent,
-            state=row.state,
+            state=catalog.FileState(row.state),
             sha256=row.sha256,
             task_id=row.task_id,
             expires_at=row.expires_at,

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import select, update
 
 from app.models import Task, TaskEvent
-from app.services.runtime.upkeep import RUNNER_LOST
+from app.services.runtime.leases import RUNNER_LOST
 from tests.helpers.apps import make_settings, wait_for, wait_state
 from tests.helpers.database import dsn
 from tests.helpers.exports import Tables

@@ -392,7 +392,7 @@ async def test_discard_is_idempotent_and_needs_no_staging_table(env: ImportEnv):
 
     params = ImportCsv.params_model.model_validate({"path": "incoming/a.csv", "table": "never", "on_error": "skip"})
     task = Task(id=str(uuid.uuid4()), kind="import_csv", owner="local", attempts=1, max_attempts=3, progress_done=0)
-    ctx = TaskContext(env.app.state.engine, task, "no-lease")
+    ctx = TaskContext(env.app.state.engine.deps, task, "no-lease")
     for _ in range(2):  # no schema / tables file yet
         await ImportCsv().cleanup(params, None, ctx)
     env.put("a.csv", b"a\n1\n")

@@ -10,8 +10,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services.runtime.kinds import KindParams, TaskKind, task_kind
-from app.services.runtime.runner import TaskContext
+from app.services.runtime.kinds import KindParams, TaskContext, TaskKind, task_kind
 
 STEP_LOG_DDL = "CREATE TABLE IF NOT EXISTS step_log (task_id VARCHAR(36) NOT NULL, step INTEGER NOT NULL)"
 
@@ -69,7 +68,7 @@ class Marker(TaskKind[MarkerParams]):
     params_model = MarkerParams
 
     def path(self, ctx: TaskContext, params: MarkerParams) -> Path:
-        return ctx.engine.settings.storage_dir / f"marker-{params.name}"
+        return ctx.settings.storage_dir / f"marker-{params.name}"
 
     async def run(self, params: MarkerParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
         self.path(ctx, params).write_text("made by a task")
@@ -106,12 +105,12 @@ class FailThenClean(TaskKind[FailingParams]):
     params_model = FailingParams
 
     async def run(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
-        (ctx.engine.settings.storage_dir / f"made-{params.name}").write_text("made by a task")
+        (ctx.settings.storage_dir / f"made-{params.name}").write_text("made by a task")
         await ctx.checkpoint({"made": True})
         raise RuntimeError(f"{params.name} failed on purpose")
 
     async def cleanup(self, params: FailingParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> None:
-        storage = ctx.engine.settings.storage_dir
+        storage = ctx.settings.storage_dir
         with (storage / f"cleanups-{params.name}").open("a") as calls:
             calls.write("cleanup\n")
         while True:  # another process (the test) makes the file: no event to wait on

@@ -38,8 +38,7 @@ from app.services.owners.keys import OWNER_PATTERN
 from app.services.owners.limits import QuotaExceeded, check_storage
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path, validate_identifier
 from app.services.runtime.bus import asyncpg_dsn
-from app.services.runtime.kinds import KindParams, TaskKind, task_kind
-from app.services.runtime.runner import TaskContext, Work
+from app.services.runtime.kinds import KindParams, TaskContext, TaskKind, Work, task_kind
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -216,7 +215,7 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
     """The checkpoint's update of the export's file row, now ``size`` bytes: within the quota."""
 
     async def work(conn: AsyncConnection) -> None:
-        await check_storage(conn, ctx.engine.settings, ctx.owner, size, what="this export", exclude=file_id)
+        await check_storage(conn, ctx.settings, ctx.owner, size, what="this export", exclude=file_id)
         result = await conn.execute(
             update(File).where(File.id == file_id).values(updated_at=utcnow(), offset=size, **values)
         )
@@ -228,8 +227,8 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
 
 async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> None:
     """Delete every file this task made (bytes first, then the row)."""
-    settings = ctx.engine.settings
-    async with ctx.engine.database.sessionmaker.begin() as session:
+    settings = ctx.settings
+    async with ctx.session() as session, session.begin():
         mine = select(File.id).where(File.task_id == ctx.task_id, File.origin == "export")
         ids = set((await session.execute(mine)).scalars())
         if checkpoint and checkpoint.get("file_id"):
@@ -269,12 +268,12 @@ class ExportCsv(TaskKind[ExportParams]):
         saved = cast("ExportCheckpoint | None", checkpoint)
         if saved and saved.get("finished"):
             return _result(saved)
-        settings = ctx.engine.settings
+        settings = ctx.settings
         owner = params.owner or ctx.owner
         session = saved.get("session") if saved else None
         source: Source | None = None
         try:
-            source = await open_source(settings, ctx.engine.database.url, owner, params, session)
+            source = await open_source(settings, ctx.database_url, owner, params, session)
             return await self._export(params, saved, source, ctx)
         except QuotaExceeded:
             ctx.attempts = ctx.max_attempts  # a retry would only fill the quota again
@@ -302,7 +301,7 @@ class ExportCsv(TaskKind[ExportParams]):
         }
 
         async def create_file(conn: AsyncConnection) -> None:
-            await check_storage(conn, ctx.engine.settings, ctx.owner, 0, what="this export")
+            await check_storage(conn, ctx.settings, ctx.owner, 0, what="this export")
             now = utcnow()
             await conn.execute(
                 insert(File).values(
@@ -332,7 +331,7 @@ class ExportCsv(TaskKind[ExportParams]):
                 f"table {params.table!r} changed since the export started: its order key is now "
                 f"{source.key}, not {state['key']}"
             )
-        path = file_path(ctx.engine.settings, state["file_id"])
+        path = file_path(ctx.settings, state["file_id"])
         if not path.exists() or path.stat().st_size < state["offset"]:
             if state["offset"] > 0:
                 logger.warning("export %s: file shorter than its checkpoint; starting over", ctx.task_id)
@@ -344,7 +343,7 @@ class ExportCsv(TaskKind[ExportParams]):
                 if params.header:
                     await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
             ctx.progress(state["rows"], state["total"], "rows")
-            limit = ctx.engine.settings.export_page_rows
+            limit = ctx.settings.export_page_rows
             # Page N is synced and checkpointed in the background while page N+1 is fetched; it
             # must be committed (the lease still ours, no pause asked) before N+1 is written.
             commit: asyncio.Task[None] | None = None

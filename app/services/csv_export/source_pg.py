@@ -338,6 +338,7 @@ class PgSource:
         key, table = quote(self.key[0]), self.qualified
         after = f"WHERE {key} > {int(position[0])}" if position is not None else ""
         bounds = await self.conn.fetchrow(f"SELECT min({key}), (SELECT max({key}) FROM {table}) FROM {table} {after}")
+        assert bounds is not None  # an aggregate without GROUP BY always answers one row
         first, top = bounds[0], bounds[1]
         if first is None:
             return None

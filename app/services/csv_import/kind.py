@@ -56,7 +56,7 @@ from app.services.runtime.kinds import TaskKind, task_kind
 from app.services.runtime.runner import TaskContext, Work
 
 if TYPE_CHECKING:
-    from app.db import Database
+    pass
 
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
@@ -123,12 +123,12 @@ class ImportCsv(TaskKind[ImportParams]):
             job.close()
 
 
-def open_loader(database: Database, ctx: TaskContext, params: ImportParams, settings: Settings) -> Loader:
+def open_loader(ctx: TaskContext, params: ImportParams, settings: Settings) -> Loader:
     """The one place that asks which database this is."""
     staging, encoding = staging_name(ctx.task_id), check_encoding(params.encoding)
-    if database.is_postgres:
+    if ctx.is_postgres:
         schema = owner_schema(settings, ctx.owner)
-        return PgLoader(ctx, params, database.engine, schema, staging, encoding)
+        return PgLoader(ctx, params, schema, staging, encoding)
     return SqliteLoader(ctx, params, sqlite_tables_path(settings, ctx.owner), staging, encoding)
 
 
@@ -137,8 +137,8 @@ class _Job:
 
     def __init__(self, kind: ImportCsv, params: ImportParams, ctx: TaskContext) -> None:
         self.params, self.ctx = params, ctx
-        self.settings = ctx.engine.settings
-        self.loader = open_loader(ctx.engine.database, ctx, params, self.settings)
+        self.settings = ctx.settings
+        self.loader = open_loader(ctx, params, self.settings)
         self.clock = time.monotonic()
 
     def close(self) -> None:
@@ -162,13 +162,13 @@ class _Job:
 
     async def discard(self) -> None:
         """Idempotent: also when nothing was staged yet, or it was already removed."""
-        async with self.ctx.engine.database.engine.begin() as conn:
+        async with self.ctx.begin() as conn:
             await self.loader.drop(conn)
             await remove_rejects(conn, self.settings, self.ctx.task_id)
 
     async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         params = self.params
-        async with self.ctx.engine.database.sessionmaker() as session:
+        async with self.ctx.session() as session:
             path = await resolve_source(session, self.settings, None, params.file_id, params.path)
         state = await self.loader.resume_state(cast("ImportCheckpoint | None", checkpoint))
         if state is None or state.get("v") != CHECKPOINT_VERSION:

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
@@ -44,7 +44,8 @@ async def raw_connection(conn: AsyncConnection) -> asyncpg.Connection:
     await conn.execute(text("SELECT 1"))  # SQLAlchemy begins its transaction lazily: start it now
     raw = await conn.get_raw_connection()
     apg = raw.driver_connection
-    assert apg is not None and apg.is_in_transaction(), "COPY must run inside the checkpoint's transaction"
+    assert isinstance(apg, asyncpg.Connection), "the PostgreSQL pool lends asyncpg connections"
+    assert apg.is_in_transaction(), "COPY must run inside the checkpoint's transaction"
     return apg
 
 
@@ -54,10 +55,8 @@ class PgLoader:
     split_batches = False
     batch_seconds = BATCH_SECONDS
 
-    def __init__(
-        self, ctx: TaskContext, params: Any, database: AsyncEngine, schema: str, staging: str, encoding: str
-    ) -> None:
-        self.ctx, self.params, self.database = ctx, params, database
+    def __init__(self, ctx: TaskContext, params: Any, schema: str, staging: str, encoding: str) -> None:
+        self.ctx, self.params = ctx, params
         self.schema = schema
         self.staging, self.encoding = staging, encoding
         self.quote_byte = ord(params.quote)
@@ -109,7 +108,7 @@ class PgLoader:
 
     # -- tables -------------------------------------------------------------------------
     async def target_columns(self, table: str) -> list[tuple[str, str]] | None:
-        async with self.database.connect() as conn:
+        async with self.ctx.begin() as conn:
             return await self._columns(conn, table)
 
     async def _columns(self, conn: AsyncConnection, table: str) -> list[tuple[str, str]] | None:

@@ -6,6 +6,9 @@ One ``files`` table holds tus uploads (origin "upload") and files the server mak
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,14 +17,34 @@ from app.models import File
 from app.services.owners.keys import Principal
 from app.services.paging import newest_first
 
-UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = "uploading", "complete", "expired", "deleted", "writing"
-STATES = (UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING)
-ORIGINS = ("upload", "export", "rejects")
+
+class FileState(StrEnum):
+    """A file row's ``state`` column; the values are the strings stored and sent."""
+
+    UPLOADING = "uploading"  # a tus upload still receiving bytes
+    COMPLETE = "complete"  # every byte is there: downloadable
+    EXPIRED = "expired"  # an upload left unfinished past its expiry
+    DELETED = "deleted"  # removed by its owner; the row stays a while for the tus 410
+    WRITING = "writing"  # a file a task (an export) is still writing
+
+
+class FileOrigin(StrEnum):
+    UPLOAD = "upload"
+    EXPORT = "export"
+    REJECTS = "rejects"
+
+
+# Module-level names, so callers read ``COMPLETE`` as before.
+UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = FileState
+
+
+def visible(principal: Principal) -> Any:
+    return True if principal.is_admin else File.owner == principal.owner
 
 
 async def find_file(session: AsyncSession, principal: Principal, file_id: str) -> File | None:
     """The caller's row in any state (deleted and expired included), or None."""
-    query = select(File).where(File.id == file_id, principal.sees(File.owner))
+    query = select(File).where(File.id == file_id, visible(principal))
     return (await session.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
@@ -44,7 +67,7 @@ async def list_files(
     cursor: str | None = None,
 ) -> tuple[list[File], str | None]:
     """Newest first; deleted rows only when asked for by ``state``."""
-    query = select(File).where(principal.sees(File.owner))
+    query = select(File).where(visible(principal))
     query = query.where(File.state == state) if state is not None else query.where(File.state != DELETED)
     if origin is not None:
         query = query.where(File.origin == origin)

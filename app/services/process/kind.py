@@ -6,12 +6,11 @@ Paused mid-run, it resumes at the next step, never from zero.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import Field
 
-from app.services.runtime.kinds import KindParams, TaskKind, task_kind
-from app.services.runtime.runner import TaskContext
+from app.services.runtime.kinds import KindParams, TaskContext, TaskKind, task_kind
 
 
 class ProcessParams(KindParams):
@@ -22,18 +21,29 @@ class ProcessParams(KindParams):
     )
 
 
+class ProcessCheckpoint(TypedDict):
+    """Saved after every step."""
+
+    step: int  # steps done
+
+
+def resume_from(checkpoint: dict[str, Any] | None) -> ProcessCheckpoint:
+    """The saved checkpoint, or a fresh one for a first run."""
+    return ProcessCheckpoint(step=int((checkpoint or {}).get("step", 0)))
+
+
 @task_kind("process")
 class Process(TaskKind[ProcessParams]):
     params_model = ProcessParams
     description = "N steps of work, each `step_seconds` long, checkpointed after every step."
 
     async def run(self, params: ProcessParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
-        step = int((checkpoint or {}).get("step", 0))
+        step = resume_from(checkpoint)["step"]
         ctx.progress(step, params.steps, "steps")
         while step < params.steps:
             if params.fail_at_step is not None and step + 1 == params.fail_at_step:
                 raise RuntimeError(f"step {step + 1} failed (fail_at_step)")
             await asyncio.sleep(params.step_seconds)
             step += 1
-            await ctx.checkpoint({"step": step}, done=step, total=params.steps, unit="steps")
+            await ctx.checkpoint(ProcessCheckpoint(step=step), done=step, total=params.steps, unit="steps")
         return {"steps": step}

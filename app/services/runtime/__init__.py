@@ -1,5 +1,12 @@
-"""The task runtime: engine, leases and fenced writes, task context, upkeep, states, kinds, bus.
+"""The task runtime: one owner for how a task runs.
 
-A kind plugs in through :mod:`app.services.runtime.kinds` (``TaskKind``, ``task_kind``,
-``KindParams``) and sees only its :class:`~app.services.runtime.runner.TaskContext`.
+    engine   claim loop, run a kind, settle how it ended       (imports all below, none import it)
+    leases   every write on ``tasks`` fenced by a runner's lease
+    runner   TaskContext, what a running kind sees; RuntimeDeps, what the engine shares
+    upkeep   heartbeat, reaper, progress writer
+    states   TaskState and the control rules;  kinds: the plug-in API;  bus, events: wake-ups
+    tasks    tasks as the API sees them: create, find, control, watch
+
+A kind plugs in through :mod:`app.services.runtime.kinds` alone (``TaskKind``, ``task_kind``,
+``KindParams``, ``TaskContext``).
 """

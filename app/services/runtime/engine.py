@@ -4,7 +4,8 @@
     upkeep     ── heartbeat, reaper and progress writer (app/services/runtime/upkeep.py)
 
 Replicas share nothing but the database: a task belongs to whoever holds an unexpired
-lease, and every write a runner makes is fenced by its lease token.
+lease, and every write a runner makes is fenced by its lease token (app/services/runtime/leases.py).
+The engine hands its contexts and upkeep a :class:`RuntimeDeps`, never itself.
 """
 
 from __future__ import annotations
@@ -15,34 +16,26 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy import and_, case, func, or_, select, update
 
 from app.config import Settings
 from app.db import Database
 from app.logs import bind
 from app.metrics import observe_control_latency
 from app.models import Task, utcnow
+from app.services.runtime import leases
 from app.services.runtime import states as S
 from app.services.runtime.bus import EventBus, notify
 from app.services.runtime.events import record_event
 from app.services.runtime.kinds import TaskKind, registry
-from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt
+from app.services.runtime.runner import LeaseLost, Running, RuntimeDeps, TaskContext, TaskInterrupt
 from app.services.runtime.upkeep import Upkeep
 
 logger = logging.getLogger("tsm.engine")
 
 MAX_SETTLE_ROUNDS = 5
 STOP_TIMEOUT = 5.0
-
-
-@dataclass
-class Running:
-    task: asyncio.Task[None]
-    ctx: TaskContext
 
 
 class TaskEngine:
@@ -57,22 +50,15 @@ class TaskEngine:
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self._cleanups: set[asyncio.Task[None]] = set()
-        self.upkeep = Upkeep(self)
-
-    @property
-    def lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.lease_seconds)
+        self.deps = RuntimeDeps(database, bus, settings, is_shutting_down=lambda: self.shutting_down)
+        self.upkeep = Upkeep(self.deps, self.running, self.wake)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         if not self.database.is_postgres:
             # SQLite is single-process: whatever a previous process held, it holds no more.
             async with self.database.sessionmaker.begin() as session:
-                await session.execute(
-                    update(Task)
-                    .where(Task.state.in_(S.HELD_BY_RUNNER), Task.lease_token.is_not(None))
-                    .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-                )
+                await leases.expire_all(session)
         await self.upkeep.reap_expired()
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="tsm-claim"),
@@ -147,60 +133,22 @@ class TaskEngine:
                 logger.exception("claim loop error; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
 
-    def _claimable(self, now: Any, *, cleanup: bool) -> Any:
-        if cleanup:
-            return and_(
-                Task.state.in_(S.AFTER_CLEANUP),
-                or_(Task.lease_expires_at.is_(None), Task.lease_expires_at < now),
-            )
-        return and_(Task.state == S.QUEUED, or_(Task.run_after.is_(None), Task.run_after <= now))
-
     async def _claim_one(self, *, cleanup: bool) -> Task | None:
-        now = utcnow()
-        token = str(uuid.uuid4())
         async with self.database.sessionmaker.begin() as session:
-            candidate = (
-                select(Task.id)
-                .where(self._claimable(now, cleanup=cleanup))
-                .order_by(Task.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            task_id = (await session.execute(candidate)).scalar_one_or_none()
-            if task_id is None:
-                return None
-            was_queued = Task.state == S.QUEUED
-            result = await session.execute(
-                update(Task)
-                .where(Task.id == task_id, self._claimable(now, cleanup=cleanup))
-                .values(
-                    state=case((was_queued, S.RUNNING), else_=Task.state),
-                    attempts=case((was_queued, Task.attempts + 1), else_=Task.attempts),
-                    started_at=case((was_queued, func.coalesce(Task.started_at, now)), else_=Task.started_at),
-                    lease_owner=self.worker_id,
-                    lease_token=token,
-                    lease_expires_at=now + self.lease,
-                    run_after=None,
-                    updated_at=now,
-                )
-                .returning(Task)
-                .execution_options(synchronize_session=False)
-            )
-            task = result.scalar_one_or_none()
-            if task is None:
-                return None
-            if task.state == S.RUNNING:
-                await record_event(session, task.id, S.RUNNING, f"claimed by {self.worker_id}")
-        self.bus.publish(task.id)
+            task = await leases.claim(session, self.worker_id, self.settings.lease_seconds, cleanup=cleanup)
+        if task is not None:
+            self.bus.publish(task.id)
         return task
 
     # -- running ------------------------------------------------------------------------
     async def _run(self, task: Task) -> None:
         assert task.lease_token is not None
-        ctx = TaskContext(self, task, task.lease_token)
+        ctx = TaskContext(self.deps, task, task.lease_token)
         bind(owner=task.owner, task_id=task.id)  # every line this runner (and its kind) logs names the task
         logger.info("%s task %s (attempt %d)", task.kind, task.state, task.attempts)
-        self.running[task.id] = Running(asyncio.current_task(), ctx)  # type: ignore[arg-type]
+        this = asyncio.current_task()
+        assert this is not None  # _run is always started with create_task
+        self.running[task.id] = Running(this, ctx)
         kind = registry.get(task.kind)
         try:
             if kind is None:
@@ -253,16 +201,13 @@ class TaskEngine:
         """
         for _ in range(MAX_SETTLE_ROUNDS):
             async with self.database.sessionmaker() as session:
-                state = (
-                    await session.execute(
-                        select(Task.state).where(Task.id == ctx.task_id, Task.lease_token == ctx.lease_token)
-                    )
-                ).scalar_one_or_none()
+                state = await leases.read_state(session, ctx.lease)
             if state is None:
                 raise LeaseLost
             cleaned = state in S.AFTER_CLEANUP and not finished and not (stopping or self.shutting_down)
             if cleaned and kind is not None:
-                await kind.cleanup(params, ctx.checkpoint_state, ctx)
+                checkpoint = ctx.checkpoint_state
+                await kind.cleanup(params, dict(checkpoint) if checkpoint is not None else None, ctx)
             elif cleaned:
                 logger.warning("task %s: unknown kind %r, so no cleanup to run", ctx.task_id, ctx.kind)
             target, values, message = self._next(ctx, state, result, finished, error, cleaned, stopping)
@@ -309,22 +254,9 @@ class TaskEngine:
         self, ctx: TaskContext, source: str, target: str, values: dict[str, Any], message: str | None
     ) -> bool:
         now = utcnow()
+        progress = ctx.progress_values() if target != S.CANCELLING else {}
         async with self.database.sessionmaker.begin() as session:
-            moved = await session.execute(
-                update(Task)
-                .where(Task.id == ctx.task_id, Task.lease_token == ctx.lease_token, Task.state == source)
-                .values(
-                    state=target,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    **(ctx.progress_values() if target != S.CANCELLING else {}),
-                    **values,
-                )
-                .returning(Task.id)
-            )
-            if moved.first() is None:
+            if not await leases.settle(session, ctx.lease, source, {"state": target, **progress, **values}):
                 return False
             if target != source or message:
                 await record_event(session, ctx.task_id, target, message)

@@ -1,6 +1,8 @@
 """Task kinds: named plug-ins that do the actual work.
 
-A kind is a class registered under a name::
+This module is the whole plug-in API: ``TaskKind``, ``task_kind``, ``KindParams``, and the
+:class:`TaskContext` a running kind is given (with ``Work``, the type of its ``work=``). A kind
+is a class registered under a name::
 
     @task_kind("process")
     class Process(TaskKind[ProcessParams]):
@@ -26,12 +28,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from app.services.runtime.runner import TaskContext, Work
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
     from app.services.owners.keys import Principal
-    from app.services.runtime.runner import TaskContext
+
+__all__ = ["KindParams", "TaskContext", "TaskKind", "Work", "load_kinds", "registry", "task_kind"]
 
 logger = logging.getLogger("tsm.kinds")
 

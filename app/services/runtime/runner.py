@@ -1,8 +1,15 @@
-"""What a running task sees: its :class:`TaskContext`.
+"""What a running task sees: its :class:`TaskContext`, the whole API a kind is given.
+
+    a kind may use           settings, session() / begin(), is_postgres / dialect / database_url,
+                             progress(), checkpoint(), stop_requested / stop_event, task_id,
+                             kind, owner, attempts / max_attempts, checkpoint_state
+    the runtime uses         lease, progress_dirty, progress_values()
 
 ``checkpoint()`` commits the kind's state (and, through ``work``, its batch) in one transaction
 fenced by the lease token, then is the one place where a task pauses or stops: it raises a
 :class:`TaskInterrupt`, which the engine turns into the right state by reading the row.
+
+The context holds no engine: it is given a :class:`RuntimeDeps`, what the runtime's parts share.
 """
 
 from __future__ import annotations
@@ -10,19 +17,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.config import Settings
+from app.db import Database
 from app.metrics import CHECKPOINT_SECONDS
 from app.models import Task, utcnow
-from app.services.runtime.bus import notify
-
-if TYPE_CHECKING:
-    from app.services.runtime.engine import TaskEngine
+from app.services.runtime import leases
+from app.services.runtime.bus import EventBus
 
 Work = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -40,21 +47,25 @@ class LeaseLost(TaskInterrupt):
     """Another runner owns this task now; this one must not write anything more."""
 
 
+@dataclass(frozen=True)
+class RuntimeDeps:
+    """What the engine shares with the contexts and upkeep it makes, in place of itself."""
+
+    database: Database
+    bus: EventBus
+    settings: Settings
+    is_shutting_down: Callable[[], bool]
+
+
 class TaskContext:
-    def __init__(
-        self,
-        engine: TaskEngine,
-        task: Task,
-        lease_token: str,
-    ) -> None:
-        self.engine = engine
+    def __init__(self, deps: RuntimeDeps, task: Task, lease_token: str) -> None:
+        self._deps = deps
         self.task_id = task.id
         self.kind = task.kind
         self.owner = task.owner
-        self.lease_token = lease_token
-        self.checkpoint_state: dict[str, Any] | None = task.checkpoint
+        self.lease = leases.Lease(task.id, lease_token)
+        self.checkpoint_state: Mapping[str, Any] | None = task.checkpoint
         self.stop_event = asyncio.Event()
-        self.control: str | None = task.control
         self.attempts = task.attempts
         self.max_attempts = task.max_attempts
         self.done = float(task.progress_done or 0)
@@ -64,12 +75,39 @@ class TaskContext:
         self._samples: deque[tuple[float, float]] = deque()
         self.progress_dirty = False
 
-    # -- progress -------------------------------------------------------------------------
+    # -- what a kind works with -------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The service's settings (``storage_dir`` among them: where files live)."""
+        return self._deps.settings
+
+    @property
+    def dialect(self) -> str:
+        return self._deps.database.dialect
+
+    @property
+    def is_postgres(self) -> bool:
+        return self._deps.database.is_postgres
+
+    @property
+    def database_url(self) -> str:
+        """For a kind that opens its own connection (an export's snapshot session)."""
+        return self._deps.database.url
+
+    def session(self) -> AsyncSession:
+        """An ORM session on the service database (``async with ctx.session() as session``)."""
+        return self._deps.database.sessionmaker()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends (rolled back if it raises)."""
+        return self._deps.database.engine.begin()
+
     @property
     def stop_requested(self) -> bool:
         """True once a pause, cancel or shutdown is pending: a kind may cut its work short."""
-        return self.stop_event.is_set() or self.engine.shutting_down
+        return self.stop_event.is_set() or self._deps.is_shutting_down()
 
+    # -- progress -------------------------------------------------------------------------
     def progress(self, done: float, total: float | None = None, unit: str | None = None) -> None:
         """Record progress in memory; the engine writes it out at most every progress_interval."""
         self.done = float(done)
@@ -98,7 +136,7 @@ class TaskContext:
     # -- checkpoints ----------------------------------------------------------------------
     async def checkpoint(
         self,
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         *,
         done: float | None = None,
         total: float | None = None,
@@ -113,38 +151,26 @@ class TaskContext:
         """
         if done is not None:
             self.progress(done, total, unit)
-        now = utcnow()
         started = time.perf_counter()
-        async with self.engine.database.engine.begin() as conn:
-            row = await self._commit(conn, state, now, work)
+        async with self.begin() as conn:
+            if work is not None:
+                await work(conn)
+            held = await leases.write_checkpoint(
+                conn, self.lease, state, self.progress_values(), self._deps.settings.lease_seconds
+            )
+            if held is None:
+                raise LeaseLost  # leaving the transaction rolls the batch back with the checkpoint
         CHECKPOINT_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
         self.progress_dirty = False
         self.checkpoint_state = state
-        self.control = row.control
-        self.engine.bus.publish(self.task_id)
-        if not final:
-            self.raise_if_stopping()
-
-    async def _commit(self, conn: AsyncConnection, state: dict[str, Any], now: Any, work: Work | None) -> Any:
-        if work is not None:
-            await work(conn)
-        result = await conn.execute(
-            update(Task)
-            .where(Task.id == self.task_id, Task.lease_token == self.lease_token)
-            .values(
-                checkpoint=state,
-                updated_at=now,
-                lease_expires_at=now + timedelta(seconds=self.engine.settings.lease_seconds),
-                **self.progress_values(),
-            )
-            .returning(Task.control)
-        )
-        row = result.first()
-        if row is None:
-            raise LeaseLost  # leaving the transaction rolls the batch back with the checkpoint
-        await notify(conn, f"task:{self.task_id}")
-        return row
-
-    def raise_if_stopping(self) -> None:
-        if self.control is not None or self.engine.shutting_down:
+        self._deps.bus.publish(self.task_id)
+        if not final and (held.control is not None or self._deps.is_shutting_down()):
             raise TaskInterrupt
+
+
+@dataclass
+class Running:
+    """A task running in this process: its asyncio task and its context."""
+
+    task: asyncio.Task[None]
+    ctx: TaskContext

@@ -19,36 +19,57 @@ under a lease (again after a crash, so cleanups are idempotent), then a fenced m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-QUEUED, RUNNING, PAUSING, PAUSED = "queued", "running", "pausing", "paused"
-CANCELLING, CANCELLED, SUCCEEDED = "cancelling", "cancelled", "succeeded"
-FAILING, FAILED = "failing", "failed"
 
-ALL_STATES = (QUEUED, RUNNING, PAUSING, PAUSED, CANCELLING, CANCELLED, SUCCEEDED, FAILING, FAILED)
+class TaskState(StrEnum):
+    """A task's ``state`` column; the values are the strings stored and sent."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    FAILING = "failing"
+    FAILED = "failed"
+
+
+class Control(StrEnum):
+    """A task's ``control`` column: the request its runner acts on at the next checkpoint."""
+
+    PAUSE = "pause"
+    CANCEL = "cancel"
+
+
+# Module-level names, so the rest of the runtime reads ``S.RUNNING``.
+QUEUED, RUNNING, PAUSING, PAUSED, CANCELLING, CANCELLED, SUCCEEDED, FAILING, FAILED = TaskState
+PAUSE, CANCEL = Control
+
+ALL_STATES = tuple(TaskState)
 TERMINAL = frozenset({CANCELLED, SUCCEEDED, FAILED})
 HELD_BY_RUNNER = frozenset({RUNNING, PAUSING, CANCELLING, FAILING})  # states in which a lease may be live
 # Still holding what they made (a staging table, a partial file): they count toward the limits.
 ACTIVE = frozenset({QUEUED, RUNNING, PAUSING, CANCELLING, FAILING})
 # A runner claims these to run the kind's cleanup; the task then ends in the mapped state.
-AFTER_CLEANUP = {CANCELLING: CANCELLED, FAILING: FAILED}
-
-PAUSE, CANCEL = "pause", "cancel"
+AFTER_CLEANUP: dict[str, TaskState] = {CANCELLING: CANCELLED, FAILING: FAILED}
 
 
 @dataclass(frozen=True)
 class Rule:
     """From any of ``sources`` a request moves the task to ``target`` with ``control`` set."""
 
-    sources: tuple[str, ...]
-    target: str
-    control: str | None
+    sources: tuple[TaskState, ...]
+    target: TaskState
+    control: Control | None
     release_lease: bool = False
 
 
 @dataclass(frozen=True)
 class Action:
     rules: tuple[Rule, ...]
-    already: frozenset[str]  # states where the request is already in effect: answer, change nothing
+    already: frozenset[TaskState]  # states where the request is already in effect: answer, change nothing
 
 
 ACTIONS: dict[str, Action] = {

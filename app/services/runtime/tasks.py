@@ -19,6 +19,7 @@ from app.schemas import TaskCheck, TaskCreate, TaskRead
 from app.services.owners.keys import Principal
 from app.services.owners.limits import check_active_tasks
 from app.services.paging import newest_first
+from app.services.runtime import leases
 from app.services.runtime import states as S
 from app.services.runtime.bus import notify
 from app.services.runtime.engine import TaskEngine
@@ -134,7 +135,7 @@ async def control_task(
     for rule in spec.rules:
         values: dict[str, Any] = {"state": rule.target, "control": rule.control, "updated_at": now}
         if rule.release_lease:
-            values.update(lease_owner=None, lease_token=None, lease_expires_at=None)
+            values.update(leases.RELEASED)
         if rule.target == S.PAUSED:
             values["paused_at"] = now
         moved = (

@@ -2,37 +2,30 @@
 
 heartbeat ── renew the lease of every task running here; read `control` (the fallback
              for a missed signal); a task whose lease is gone is stopped at once
-reaper    ── hand back tasks whose runner vanished (any replica's): running → queued
-             (resumed from its checkpoint), pausing → paused; out of attempts → failing
-             (whose cleanup any replica then claims, as a cancel's)
+reaper    ── hand back tasks whose runner vanished (any replica's); see leases.reap_expired
 progress  ── write the throttled progress of running tasks
+
+It is given the runtime's shared parts, the map of tasks running here and a way to wake the
+claim loop, not the engine; the writes themselves are in :mod:`app.services.runtime.leases`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
 
-from sqlalchemy import and_, true, update
-
-from app.models import Task, utcnow
-from app.services.runtime import states as S
-from app.services.runtime.bus import notify
-from app.services.runtime.events import record_event
-
-if TYPE_CHECKING:
-    from app.services.runtime.engine import TaskEngine
+from app.services.runtime import leases
+from app.services.runtime.runner import Running, RuntimeDeps
 
 logger = logging.getLogger("tsm.engine")
 
-RUNNER_LOST = "runner lost (crashed or cut off) on its last attempt"
-
 
 class Upkeep:
-    def __init__(self, engine: TaskEngine) -> None:
-        self.engine = engine
+    def __init__(self, deps: RuntimeDeps, running: Mapping[str, Running], wake: Callable[[], None]) -> None:
+        self.deps = deps
+        self.running = running  # the engine's own map: tasks come and go while upkeep runs
+        self.wake = wake
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], what: str) -> None:
         while True:
@@ -49,73 +42,34 @@ class Upkeep:
             await self.heartbeat()
             await self.reap_expired()
 
-        await self._every(self.engine.settings.lease_seconds / 3, beat, "heartbeat")
+        await self._every(self.deps.settings.lease_seconds / 3, beat, "heartbeat")
 
     async def progress_loop(self) -> None:
-        await self._every(self.engine.settings.progress_interval, self.flush_progress, "progress flush")
+        await self._every(self.deps.settings.progress_interval, self.flush_progress, "progress flush")
 
     async def heartbeat(self) -> None:
-        engine = self.engine
-        now = utcnow()
-        for task_id, running in list(engine.running.items()):
-            async with engine.database.sessionmaker.begin() as session:
-                row = (
-                    await session.execute(
-                        update(Task)
-                        .where(Task.id == task_id, Task.lease_token == running.ctx.lease_token)
-                        .values(lease_expires_at=now + engine.lease)
-                        .returning(Task.control)
-                    )
-                ).first()
-            if row is None:  # someone else owns it now: stop at once, write nothing
+        for running in list(self.running.values()):
+            async with self.deps.database.sessionmaker.begin() as session:
+                held = await leases.renew(session, running.ctx.lease, self.deps.settings.lease_seconds)
+            if held is None:  # someone else owns it now: stop at once, write nothing
                 running.task.cancel()
-            elif row.control is not None:
+            elif held.control is not None:
                 running.ctx.stop_event.set()
 
     async def reap_expired(self) -> None:
-        """Hand back tasks whose runner vanished; cancelling and failing ones are claimed for
-        cleanup directly."""
-        engine = self.engine
-        now = utcnow()
-        expired = and_(Task.lease_expires_at.is_not(None), Task.lease_expires_at < now)
-        cleared = {"lease_owner": None, "lease_token": None, "lease_expires_at": None, "updated_at": now}
-        plans: tuple[tuple[str, Any, str, dict[str, Any], str], ...] = (
-            # A task that keeps taking its runner down must not do so forever.
-            (S.RUNNING, Task.attempts >= Task.max_attempts, S.FAILING, {"error": RUNNER_LOST}, RUNNER_LOST),
-            (S.RUNNING, true(), S.QUEUED, {}, "runner lost; resuming from checkpoint"),
-            (S.PAUSING, true(), S.PAUSED, {"paused_at": now, "control": None}, "runner lost while pausing"),
-        )
-        reaped: list[str] = []
-        async with engine.database.sessionmaker.begin() as session:
-            for source, condition, target, values, message in plans:
-                rows = await session.execute(
-                    update(Task)
-                    .where(Task.state == source, expired, condition)
-                    .values(state=target, **cleared, **values)
-                    .returning(Task.id)
-                )
-                for (task_id,) in rows.all():
-                    reaped.append(task_id)
-                    await record_event(session, task_id, target, message)
-            if reaped:
-                await notify(session, "wake")
+        async with self.deps.database.sessionmaker.begin() as session:
+            reaped = await leases.reap_expired(session)
         for task_id in reaped:
-            engine.bus.publish(task_id)
+            self.deps.bus.publish(task_id)
         if reaped:
-            engine.wake()
+            self.wake()
 
     async def flush_progress(self) -> None:
-        engine = self.engine
-        for task_id, running in list(engine.running.items()):
+        for task_id, running in list(self.running.items()):
             ctx = running.ctx
             if not ctx.progress_dirty:
                 continue
             ctx.progress_dirty = False
-            async with engine.database.sessionmaker.begin() as session:
-                await session.execute(
-                    update(Task)
-                    .where(Task.id == task_id, Task.lease_token == ctx.lease_token)
-                    .values(**ctx.progress_values())
-                )
-                await notify(session, f"task:{task_id}")
-            engine.bus.publish(task_id)
+            async with self.deps.database.sessionmaker.begin() as session:
+                await leases.write_progress(session, ctx.lease, ctx.progress_values())
+            self.deps.bus.publish(task_id)
