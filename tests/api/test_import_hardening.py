@@ -388,7 +388,7 @@ async def test_discard_is_idempotent_and_needs_no_staging_table(env: ImportEnv):
 
     from app.models import Task
     from app.services.csv_import.kind import ImportCsv
-    from app.services.runtime.runner import TaskContext
+    from app.services.runtime.context import TaskContext
 
     params = ImportCsv.params_model.model_validate({"path": "incoming/a.csv", "table": "never", "on_error": "skip"})
     task = Task(id=str(uuid.uuid4()), kind="import_csv", owner="local", attempts=1, max_attempts=3, progress_done=0)

@@ -52,8 +52,8 @@ from app.services.csv_import.source import (
 )
 from app.services.owners.keys import Principal
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path
+from app.services.runtime.context import TaskContext, Work
 from app.services.runtime.kinds import TaskKind, task_kind
-from app.services.runtime.runner import TaskContext, Work
 
 if TYPE_CHECKING:
     pass

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from app.services.csv_import.source import Batch, Rejects, SourceFingerprint
-    from app.services.runtime.runner import Work
+    from app.services.runtime.context import Work
 
 # The checkpoint's layout version; a run that finds another one starts over.
 CHECKPOINT_VERSION = 1

@@ -29,7 +29,7 @@ from app.services.csv_import.errors import ImportFailed
 from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
-from app.services.runtime.runner import LeaseLost, TaskContext, TaskInterrupt, Work
+from app.services.runtime.context import LeaseLost, TaskContext, TaskInterrupt, Work
 
 # Errors that one record causes ("row is too big" is a limit): it goes to the rejects
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)

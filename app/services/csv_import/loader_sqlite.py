@@ -36,7 +36,7 @@ from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.scan import CsvError
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
-from app.services.runtime.runner import TaskContext, Work
+from app.services.runtime.context import TaskContext, Work
 
 STATE_DDL = "CREATE TABLE IF NOT EXISTS tsm_import_state (task_id TEXT PRIMARY KEY, state TEXT NOT NULL)"
 # A pause waits for the current sub-chunk of a batch: keep batches short

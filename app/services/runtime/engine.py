@@ -27,9 +27,9 @@ from app.models import Task, utcnow
 from app.services.runtime import leases
 from app.services.runtime import states as S
 from app.services.runtime.bus import EventBus, notify
+from app.services.runtime.context import LeaseLost, Running, RuntimeDeps, TaskContext, TaskInterrupt
 from app.services.runtime.events import record_event
 from app.services.runtime.kinds import TaskKind, registry
-from app.services.runtime.runner import LeaseLost, Running, RuntimeDeps, TaskContext, TaskInterrupt
 from app.services.runtime.upkeep import Upkeep
 
 logger = logging.getLogger("tsm.engine")

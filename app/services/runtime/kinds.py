@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from app.services.runtime.runner import TaskContext, Work
+from app.services.runtime.context import TaskContext, Work
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from app.services.runtime import leases
-from app.services.runtime.runner import Running, RuntimeDeps
+from app.services.runtime.context import Running, RuntimeDeps
 
 logger = logging.getLogger("tsm.engine")
 
