@@ -22,6 +22,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def is_uuid(value: str) -> bool:
+    """The canonical (lower-case, hyphenated) form ``new_id`` gives every id."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC on both databases (SQLite would otherwise hand back naive values)."""
 

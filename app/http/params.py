@@ -9,23 +9,15 @@ Malformed input (a NUL byte, a 10 kB id) is refused here, never by the database.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query
 
 from app.errors import NotFound
+from app.models import is_uuid
 
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 KIND_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
-
-
-def is_uuid(value: str) -> bool:
-    """The canonical (lower-case, hyphenated) form the service gives every id."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _task_id(task_id: Annotated[str, Path(description="The task's id.", json_schema_extra={"format": "uuid"})]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
-from app.models import Task, TaskEvent, utcnow
+from app.models import Task, TaskEvent, is_uuid, utcnow
 from app.schemas import TaskCheck, TaskCreate, TaskRead
 from app.services.owners.keys import Principal
 from app.services.owners.limits import check_active_tasks
@@ -87,15 +86,8 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
     return task
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
-
-
 async def get_task(session: AsyncSession, principal: Principal, task_id: str) -> Task:
-    if not _is_uuid(task_id):  # never let arbitrary bytes (NUL, path tricks) reach SQL
+    if not is_uuid(task_id):  # never let arbitrary bytes (NUL, path tricks) reach SQL
         raise NotFound(f"no task with id {task_id!r}")
     task = (
         await session.execute(select(Task).where(Task.id == task_id, principal.sees(Task.owner)))
