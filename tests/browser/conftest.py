@@ -36,7 +36,9 @@ def _database_first(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the event loop Playwright keeps in this thread ends with the browser tests, so
+# the suites after them can call asyncio.run again.
+@pytest.fixture(scope="package")
 def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     _database_first(request)
     try:
