@@ -23,11 +23,14 @@ def _state_of(page, task_id: str):
     return page.locator(f'tr[data-task-id="{task_id}"] .state')
 
 
-def test_task_list_updates_live_while_a_process_task_runs(page, http):
+def test_task_list_updates_live_while_a_process_task_runs(page, http, server: LiveServer):
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url.removeprefix(server.url)))
     page.goto("/")
+    page.locator("#tasks-empty:not([hidden]), #tasks tbody tr").first.wait_for()  # the first page is in
     task_id = _start(http, steps=60, step_seconds=0.1)
     row = page.locator(f'tr[data-task-id="{task_id}"]')
-    row.wait_for()  # appears through the list's refresh, no reload
+    row.wait_for()  # a task started elsewhere appears, no reload
     bar = row.locator("progress")
     # Progress moves while the task runs: seen part-way, then finished, without reloading the page.
     page.wait_for_function(
@@ -38,6 +41,19 @@ def test_task_list_updates_live_while_a_process_task_runs(page, http):
     assert row.locator(".done").inner_text() == "60 / 60 steps"
     assert row.locator("button", has_text="Pause").is_disabled()
     assert row.locator("button", has_text="Cancel").is_disabled()
+    # All of it over one stream: no stream per row, no polling of the list.
+    assert [url for url in requests if "/events" in url] == ["/tasks/events"]
+    lists = len([url for url in requests if url.startswith("/tasks?")])
+    page.wait_for_timeout(3500)  # quiet: nothing asks again (the list used to refresh every 3 s)
+    assert len([url for url in requests if url.startswith("/tasks?")]) == lists
+
+
+def test_the_owner_column_is_for_admins_only_and_hidden_for_local(page, http):
+    _start(http, steps=1, step_seconds=0)
+    page.goto("/")
+    page.locator("#tasks tbody tr").first.wait_for()
+    assert not page.get_by_role("columnheader", name="Owner").is_visible()
+    assert not page.locator("#tasks tbody td.owner").first.is_visible()
 
 
 def test_pause_resume_and_cancel_buttons_change_the_state(page, http):
