@@ -176,31 +176,89 @@ def test_docs_render_with_the_network_blocked(page, problems, server: LiveServer
     assert [url for url in blocked if url != REDOC_LOGO] == [], "the docs needed the network"
 
 
-def test_an_upload_paused_then_reloaded_resumes_from_the_servers_offset(page, http, tmp_path):
-    payload = bytes(range(256)) * (6 * 1024 * 1024 // 256)  # 6 MiB
+def _payload(size: int, seed: bytes) -> bytes:
+    """``size`` bytes no compression or a stray zero-fill could fake."""
+    block = b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(1024))  # 32 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+UNTHROTTLED = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+
+
+def _throttle(page, bytes_per_second: int):
+    """Slow the page's uploads (Chromium's network emulation), so there is time to act mid-upload."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second}
+    cdp.send("Network.emulateNetworkConditions", conditions)
+    return cdp
+
+
+def _stored(http: httpx.Client, filename: str) -> list[dict]:
+    return [f for f in http.get("/files").json()["items"] if f["filename"] == filename]
+
+
+def test_a_20_mib_upload_paused_then_reloaded_resumes_byte_identical(page, http, tmp_path):
+    payload = _payload(20 * 1024 * 1024, b"reload")
     source = tmp_path / "reloaded.bin"
     source.write_bytes(payload)
     page.goto("/ui/files")
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1024 * 1024},
-    )
+    cdp = _throttle(page, 2 * 1024 * 1024)
     page.get_by_label(re.compile("Choose files")).set_input_files(str(source))
     row = page.locator('tr[data-upload="reloaded.bin"]')
-    page.wait_for_function("row => row.querySelector('progress').value > 1024 * 1024", arg=row.element_handle())
+    page.wait_for_function("row => row.querySelector('progress').value > 3 * 1024 * 1024", arg=row.element_handle())
     page.get_by_role("button", name="Pause upload of reloaded.bin").click()
+    assert row.get_attribute("data-state") == "paused"
+    poll(lambda: [f for f in _stored(http, "reloaded.bin") if f["offset"] > 0], what="bytes on the server")
+    page.wait_for_timeout(500)  # the server has written what the aborted PATCH carried
+    [before] = _stored(http, "reloaded.bin")
+    assert before["state"] == "uploading" and 0 < before["offset"] < len(payload)
 
-    def uploads() -> list[dict]:
-        return [f for f in http.get("/files").json()["items"] if f["filename"] == "reloaded.bin"]
-
-    before = poll(lambda: [f for f in uploads() if f["offset"] > 0], what="bytes on the server")[0]
+    cdp.send("Network.emulateNetworkConditions", UNTHROTTLED)
     page.reload()
+    offsets: list[str] = []
+    page.on("request", lambda r: r.method == "PATCH" and offsets.append(r.headers.get("upload-offset")))
     page.get_by_label(re.compile("Choose files")).set_input_files(str(source))  # the same file again
     page.locator("#message", has_text="Resuming reloaded.bin").wait_for()
     row = page.locator('tr[data-upload="reloaded.bin"]')
     page.wait_for_function("row => row.dataset.state === 'complete'", arg=row.element_handle(), timeout=60_000)
-    [done] = uploads()  # one upload, continued: not a second one from zero
-    assert done["id"] == before["id"] and done["state"] == "complete"
+    [done] = _stored(http, "reloaded.bin")  # one upload, continued: not a second one from zero
+    assert done["id"] == before["id"] and done["state"] == "complete" and done["length"] == len(payload)
+    assert offsets[0] == str(before["offset"])  # from where the server stopped, not from zero
+    digest = poll(lambda: (_stored(http, "reloaded.bin")[0]).get("sha256"), what="the server's checksum")
+    assert digest == hashlib.sha256(payload).hexdigest()
+    assert http.get(f"/files/{done['id']}").content == payload
+
+
+def test_a_network_cut_mid_upload_resumes_from_the_servers_offset(page, http, problems, tmp_path):
+    problems.allowed.append("ERR_INTERNET_DISCONNECTED")  # the cut PATCH, as Chromium reports it
+    payload = _payload(12 * 1024 * 1024, b"cut")
+    source = tmp_path / "cut.bin"
+    source.write_bytes(payload)
+    page.goto("/ui/files")
+    cdp = _throttle(page, 2 * 1024 * 1024)
+    heads: list[str] = []
+    patches: list[str] = []
+    page.on("response", lambda r: r.request.method == "HEAD" and heads.append(r.headers.get("upload-offset")))
+    page.on("request", lambda r: r.method == "PATCH" and patches.append(r.headers.get("upload-offset")))
+    page.get_by_label(re.compile("Choose files")).set_input_files(str(source))
+    row = page.locator('tr[data-upload="cut.bin"]')
+    page.wait_for_function("row => row.querySelector('progress').value > 2 * 1024 * 1024", arg=row.element_handle())
+
+    # The cut: the context goes offline, and so does the throttle's own emulation (which would
+    # otherwise keep its connection up): the running PATCH breaks off.
+    page.context.set_offline(True)
+    cdp.send("Network.emulateNetworkConditions", {**UNTHROTTLED, "offline": True})
+    page.wait_for_function("row => row.dataset.state === 'offline'", arg=row.element_handle())
+    [cut] = poll(lambda: [f for f in _stored(http, "cut.bin") if f["offset"] > 0], what="bytes on the server")
+    assert cut["state"] == "uploading" and 0 < cut["offset"] < len(payload)
+    assert heads == []  # nothing asked the server yet: the first PATCH was still running
+
+    cdp.send("Network.emulateNetworkConditions", UNTHROTTLED)
+    page.context.set_offline(False)
+    page.wait_for_function("row => row.dataset.state === 'complete'", arg=row.element_handle(), timeout=60_000)
+    [done] = _stored(http, "cut.bin")
+    assert done["id"] == cut["id"] and done["length"] == len(payload)
+    # Back online: HEAD asked the server where it stood, and the next PATCH started right there.
+    assert heads and patches[0] == "0" and patches[1] == heads[0] and int(heads[0]) >= cut["offset"]
     assert http.get(f"/files/{done['id']}").content == payload
