@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 import httpx
 import pytest
@@ -262,3 +263,49 @@ def test_a_network_cut_mid_upload_resumes_from_the_servers_offset(page, http, pr
     # Back online: HEAD asked the server where it stood, and the next PATCH started right there.
     assert heads and patches[0] == "0" and patches[1] == heads[0] and int(heads[0]) >= cut["offset"]
     assert http.get(f"/files/{done['id']}").content == payload
+
+
+def test_swagger_ui_shows_a_tasks_events_with_follow_false(page, http):
+    task_id = _start(http, steps=400, step_seconds=0.05)
+    poll(lambda: http.get(f"/tasks/{task_id}").json()["state"] == "running", what="the task running")
+    page.goto("/docs")
+    operation = page.locator("#operations-tasks-task_events_tasks__task_id__events_get")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.locator('tr[data-param-name="task_id"] input').fill(task_id)
+    operation.locator('tr[data-param-name="follow"] select').select_option("false")
+    operation.get_by_role("button", name="Execute").click()
+    body = operation.locator(".live-responses-table .response-col_description pre").first
+    body.filter(has_text="event: progress").wait_for()  # the response completed: no spinner until the end
+    assert "event: state" in body.inner_text() and '"state":"running"' in body.inner_text()
+    http.post(f"/tasks/{task_id}/cancel")
+
+
+def test_the_list_reconnects_after_a_server_restart_and_keeps_updating(browser, problems, tmp_path):
+    problems.allowed += ["ERR_CONNECTION_REFUSED", "cannot be reached"]  # while the server is down
+    storage = tmp_path / "storage"
+    server = LiveServer(f"sqlite+aiosqlite:///{tmp_path / 'tsm.sqlite3'}", storage).start()
+    context = browser.new_context(base_url=server.url)
+    try:
+        page = context.new_page()
+        page.on("console", lambda message: message.type == "error" and problems.errors.append(message.text))
+        task_id = httpx.post(
+            f"{server.url}/tasks", json={"kind": "process", "params": {"steps": 300, "step_seconds": 0.05}}
+        ).json()["id"]
+        page.goto("/")
+        row = page.locator(f'tr[data-task-id="{task_id}"]')
+        page.wait_for_function("row => row.dataset.state === 'running'", arg=row.element_handle())
+        started = time.monotonic()
+        server.stop()  # the open stream must not hold the stop up
+        assert time.monotonic() - started < 5
+        seen = int(row.locator("progress").get_attribute("value") or 0)
+        server.start()
+        page.wait_for_function(
+            "([row, seen]) => row.querySelector('progress').value > seen + 5", arg=[row.element_handle(), seen]
+        )
+        page.wait_for_function("row => row.dataset.state === 'succeeded'", arg=row.element_handle(), timeout=30_000)
+    finally:
+        context.close()
+        server.stop()
+        server.kill()
+    assert problems.unexpected() == []
