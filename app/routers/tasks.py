@@ -162,7 +162,7 @@ async def list_tasks(
     return TaskPage(items=[TaskRead.from_task(t) for t in tasks], next_cursor=next_cursor)
 
 
-def _event_stream(description: str, **events: str) -> dict[str, Any]:
+def _event_stream(description: str, **events: str) -> dict[int | str, dict[str, Any]]:
     """A 200 of server-sent events; the schema describes one event (OpenAPI 3.1 reads it so)."""
     names = ", ".join(f"`{name}`: {what}" for name, what in events.items())
     one_event = {
