@@ -17,6 +17,7 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db import Database
 from app.http.cors import install_cors
+from app.http.draining import Draining
 from app.http.problems import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, MethodOverrideMiddleware, RequestContextMiddleware
@@ -63,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = database
         app.state.bus = bus
         app.state.engine = engine
+        draining = Draining()
+        draining.install()
+        app.state.draining = draining
         listener = None
         if database.is_postgres:
             listener = PgListener(asyncpg_dsn(settings.effective_database_url), engine.on_notification)
@@ -77,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            draining.set()
+            draining.uninstall()
             await sweeper.stop()
             await engine.stop()
             if listener is not None:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import PrincipalDep
 from app.errors import MAX_REPORTED_ERRORS, UnsupportedMediaType, validation_problem
 from app.http.deps import SessionDep
+from app.http.draining import until_draining
 from app.http.params import KindFilter, TaskId
 from app.http.problems import problems
 from app.schemas import BIGINT_MAX, KindRead, TaskCheck, TaskCreate, TaskPage, TaskRead, TaskState
@@ -161,6 +162,60 @@ async def list_tasks(
     return TaskPage(items=[TaskRead.from_task(t) for t in tasks], next_cursor=next_cursor)
 
 
+def _event_stream(description: str, **events: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 of server-sent events; the schema describes one event (OpenAPI 3.1 reads it so)."""
+    names = ", ".join(f"`{name}`: {what}" for name, what in events.items())
+    one_event = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": list(events)},
+            "data": {"type": "string", "contentMediaType": "application/json", "description": names},
+            "id": {"type": "string", "description": "A `state` event's id, for `Last-Event-ID`."},
+        },
+    }
+    return {200: {"content": {"text/event-stream": {"schema": one_event}}, "description": description}}
+
+
+EVENT_STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+# Said when the server stops; an EventSource reconnects (to another replica, or this one restarted).
+FAREWELL = ": the server is shutting down; reconnect\n\n"
+
+
+def _stream(request: Request, events: AsyncIterator[service.StreamEvent]) -> StreamingResponse:
+    async def lines() -> AsyncIterator[str]:
+        async for event in events:
+            yield _sse(event)
+
+    draining = request.app.state.draining.event
+    body = until_draining(lines(), draining, FAREWELL)
+    return StreamingResponse(body, media_type="text/event-stream", headers=EVENT_STREAM_HEADERS)
+
+
+@router.get(
+    "/events",
+    responses={
+        **_event_stream(
+            "Server-sent events, until the client disconnects or the server stops.",
+            watching="who watches, `{owner, admin}`",
+            task="a task, as `GET /tasks/{task_id}` shows it",
+        ),
+        **problems(401),
+    },
+    response_class=StreamingResponse,
+)
+async def all_task_events(request: Request, principal: PrincipalDep, engine: EngineDep) -> StreamingResponse:
+    """Watch all your tasks (an admin: everyone's) over one stream of server-sent events.
+
+    First `watching` (`{"owner": …, "admin": …}`: who is watching), then a `task` event — the
+    task as `GET /tasks/{task_id}` shows it — whenever a task is created or its state or
+    progress changes. Nothing is replayed: read `GET /tasks` after `watching` arrives. A
+    `: keep-alive` comment comes every 15 s of quiet. The stream does not end by itself (so
+    Swagger UI cannot show it: use curl or an `EventSource`); a stopping server closes it.
+    """
+    return _stream(request, service.watch_tasks(engine, principal))
+
+
 @router.get("/{task_id}", response_model=TaskRead, responses=problems(401, NOT_FOUND))
 async def get_task(task_id: TaskId, session: SessionDep, principal: PrincipalDep) -> TaskRead:
     """Show one task: state, progress, checkpoint, timestamps and error."""
@@ -195,24 +250,34 @@ def _sse(event: service.StreamEvent) -> str:
 @router.get(
     "/{task_id}/events",
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."},
+        **_event_stream(
+            "Server-sent events: until the task ends, or (`follow=false`) what is known now.",
+            state="`{state, message, at}`",
+            progress="`{state, done, total, unit, percent, rate, eta_seconds, updated_at}` (an import: `rows` too)",
+            end="the task, as `GET /tasks/{task_id}` shows it",
+        ),
         **problems(401, NOT_FOUND, 422),
     },
     response_class=StreamingResponse,
 )
 async def task_events(
+    request: Request,
     task_id: TaskId,
     session: SessionDep,
     principal: PrincipalDep,
     engine: EngineDep,
     last_event_id: Annotated[int, Header(ge=0, le=BIGINT_MAX, description="Replay state events after this id.")] = 0,
+    follow: Annotated[
+        bool,
+        Query(description="`false`: send the history and progress so far, then close (usable in Swagger UI)."),
+    ] = True,
 ) -> StreamingResponse:
-    """Stream state changes (`state`), throttled progress (`progress`) and a final `end` event."""
+    """Stream state changes (`state`), throttled progress (`progress`) and a final `end` event.
+
+    The stream stays open **until the task ends** (succeeded, failed or cancelled), with a
+    `: keep-alive` comment every 15 s of quiet — so Swagger UI, which shows a response only
+    once it is complete, spins until then. Try it there with `follow=false`: the events so far,
+    and the response closes at once.
+    """
     await service.get_task(session, principal, task_id)  # 404 before the stream starts
-
-    async def body() -> AsyncIterator[str]:
-        async for event in service.watch_task(engine, principal, task_id, last_event_id):
-            yield _sse(event)
-
-    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return _stream(request, service.watch_task(engine, principal, task_id, last_event_id, follow=follow))

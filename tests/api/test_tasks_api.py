@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
+import httpx
 import pytest
 
-from tests.helpers.apps import wait_state
+from app.services.owners import keys
+from app.services.runtime import tasks as service
+from tests.helpers.apps import open_app, wait_state
+from tests.helpers.server import LiveServer
+from tests.helpers.sse import open_stream
 
 PROCESS = {"kind": "process", "params": {"steps": 2, "step_seconds": 0.01}}
 
@@ -166,3 +174,109 @@ async def test_a_dry_run_is_held_to_the_owner_limits_and_holds_nothing(settings)
         refused = await client.post("/tasks?dry_run=true", json=PROCESS)
         assert refused.status_code == 429, refused.text
         await client.post(f"/tasks/{running.json()['id']}/cancel")
+
+
+# -- watching: GET /tasks/events (every task) and GET /tasks/{id}/events?follow=false ---------
+
+
+async def _key(app, owner: str, role: str = "user") -> dict[str, str]:
+    async with app.state.database.sessionmaker.begin() as session:
+        _row, full_key = await keys.create_key(session, owner, role)
+    return {"Authorization": f"Bearer {full_key}"}
+
+
+def _seen(stream, task_id: str) -> list[dict]:
+    return [task for task in stream.of("task") if task["id"] == task_id]
+
+
+async def test_the_list_stream_shows_each_owner_only_their_tasks_and_an_admin_all(settings):
+    async with open_app(settings, auth_required=True) as (app, client):
+        alice, bob, admin = await _key(app, "alice"), await _key(app, "bob"), await _key(app, "root", "admin")
+        async with (
+            open_stream(app, "/tasks/events", alice) as alices,
+            open_stream(app, "/tasks/events", bob) as bobs,
+            open_stream(app, "/tasks/events", admin) as admins,
+        ):
+            assert alices.status == 200 and alices.headers["content-type"].startswith("text/event-stream")
+            assert alices.headers["cache-control"] == "no-store"
+            await alices.wait(lambda s: s.of("watching"))
+            assert alices.of("watching") == [{"owner": "alice", "admin": False}]
+            await admins.wait(lambda s: s.of("watching") == [{"owner": "root", "admin": True}])
+            body = {"kind": "process", "params": {"steps": 5, "step_seconds": 0.05}}
+            task = (await client.post("/tasks", json=body, headers=alice)).json()
+            bobs_task = (await client.post("/tasks", json=PROCESS, headers=bob)).json()
+
+            # New, running, moving and finished: all on the one stream, without asking.
+            done = await alices.wait(lambda s: [t for t in _seen(s, task["id"]) if t["state"] == "succeeded"])
+            assert done[0]["progress"]["done"] == 5 and done[0]["owner"] == "alice"
+            states = [t["state"] for t in _seen(alices, task["id"])]
+            assert "running" in states
+            progress = [t["progress"]["done"] for t in _seen(alices, task["id"])]
+            assert progress == sorted(progress) and any(0 < done < 5 for done in progress)
+            await admins.wait(lambda s: _seen(s, task["id"]) and _seen(s, bobs_task["id"]))
+            await bobs.wait(lambda s: [t for t in _seen(s, bobs_task["id"]) if t["state"] == "succeeded"])
+            assert {t["owner"] for t in bobs.of("task")} == {"bob"}
+            assert {t["owner"] for t in alices.of("task")} == {"alice"}
+        assert (await client.get("/tasks/events")).status_code == 401
+
+
+async def test_the_list_stream_sends_keep_alives_when_nothing_moves(settings, monkeypatch):
+    monkeypatch.setattr(service, "KEEPALIVE_SECONDS", 0.2)
+    async with open_app(settings) as (app, _client), open_stream(app, "/tasks/events") as stream:
+        await stream.wait(lambda s: "keep-alive" in s.comments)
+        assert stream.of("task") == []
+
+
+async def test_open_streams_end_cleanly_when_the_server_stops(settings):
+    async with open_app(settings) as (app, client):
+        task = (await client.post("/tasks", json={"kind": "process", "params": {"steps": 400}})).json()
+        async with (
+            open_stream(app, "/tasks/events") as everything,
+            open_stream(app, f"/tasks/{task['id']}/events") as one,
+        ):
+            await everything.wait(lambda s: s.of("watching"))
+            await one.wait(lambda s: s.of("progress"))
+            app.state.draining.set()  # what SIGTERM does under uvicorn (tests/live: the real signal)
+            for stream in (everything, one):
+                await stream.wait(lambda s: s.ended, timeout=5)
+                assert stream.comments[-1].startswith("the server is shutting down")
+        await client.post(f"/tasks/{task['id']}/cancel")
+
+
+async def test_follow_false_sends_what_is_known_and_closes(client):
+    task = (await client.post("/tasks", json={"kind": "process", "params": {"steps": 400}})).json()
+    await wait_state(client, task["id"], "running")
+    response = await client.get(f"/tasks/{task['id']}/events", params={"follow": "false"})  # complete, not endless
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert "event: state" in response.text and '"state":"running"' in response.text
+    assert "event: progress" in response.text and "event: end" not in response.text
+    await client.post(f"/tasks/{task['id']}/cancel")
+    await wait_state(client, task["id"], "cancelled")
+    ended = (await client.get(f"/tasks/{task['id']}/events?follow=false")).text
+    assert ended.rstrip().rsplit("\n", 2)[-2] == "event: end"
+
+
+async def test_the_event_streams_are_documented_as_event_streams(client):
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/tasks/events", "/tasks/{task_id}/events"):
+        operation = spec["paths"][path]["get"]
+        assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"], path
+    one = spec["paths"]["/tasks/{task_id}/events"]["get"]
+    assert "until the task ends" in one["description"]
+    assert next(p for p in one["parameters"] if p["name"] == "follow")["schema"]["default"] is True
+    assert "Swagger UI" in one["description"] and "Swagger UI" in spec["paths"]["/tasks/events"]["get"]["description"]
+
+
+def test_sigterm_closes_an_open_list_stream_and_the_server_exits_at_once(tmp_path):
+    with LiveServer(f"sqlite+aiosqlite:///{tmp_path / 'tsm.sqlite3'}", tmp_path / "storage") as server:
+        with httpx.stream("GET", f"{server.url}/tasks/events", timeout=30) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "event: watching"
+            started = time.monotonic()
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            rest = list(lines)  # ends: the server closed the stream
+        assert rest[-2].startswith(": the server is shutting down")
+        server.process.wait(10)  # uvicorn ends by re-raising the signal it caught: -15 is a clean stop
+        assert time.monotonic() - started < 5  # not the graceful timeout (grace + 5 s)
+        assert "timeout graceful shutdown exceeded" not in server.log.read_text()

@@ -23,15 +23,45 @@ logger = logging.getLogger("tsm.bus")
 CHANNEL = "tsm_events"
 
 
+class Changes:
+    """The keys published since the last :meth:`take`, and an event that is set while there are some."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.pending = asyncio.Event()
+
+    def add(self, key: str) -> None:
+        self.keys.add(key)
+        self.pending.set()
+
+    def take(self) -> set[str]:
+        keys, self.keys = self.keys, set()
+        self.pending.clear()
+        return keys
+
+
 class EventBus:
-    """Per-key broadcast of "something changed" to any number of local waiters."""
+    """Per-key broadcast of "something changed" to any number of local waiters, and to
+    watchers of every key (the task list's one stream), who learn which keys changed."""
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: set[Changes] = set()
 
     def publish(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
             event.set()
+        for changes in self._watchers:
+            changes.add(key)
+
+    @contextlib.contextmanager
+    def watch_all(self) -> Iterator[Changes]:
+        changes = Changes()
+        self._watchers.add(changes)
+        try:
+            yield changes
+        finally:
+            self._watchers.discard(changes)
 
     @contextlib.contextmanager
     def subscribe(self, key: str) -> Iterator[asyncio.Event]:

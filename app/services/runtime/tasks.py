@@ -1,14 +1,24 @@
-"""Tasks as the API sees them: create, find, control (pause / resume / cancel) and watch."""
+"""Tasks as the API sees them: create, find, control (pause / resume / cancel) and watch.
+
+Two ways to watch, both woken by the event bus (a change publishes the task's id) and both
+polling as a fallback, since the bus only ever says "look again":
+
+    watch_task(id)   one task's state history, throttled progress, then "end"
+    watch_tasks()    every task the caller sees: one "task" event (the task as GET /tasks/{id}
+                     shows it) whenever its state or progress moved — the console's task list
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -26,6 +36,9 @@ from app.services.runtime.events import record_event
 from app.services.runtime.kinds import DRY_RUN, registry
 
 KEEPALIVE_SECONDS = 15.0
+# The list watch's fallback sweep looks this far behind its last one: clocks of replicas differ,
+# and a row committed just after a sweep began may carry a time from before it.
+SWEEP_OVERLAP = timedelta(seconds=5)
 
 
 def format_validation_error(exc: ValidationError, prefix: str) -> str:
@@ -83,6 +96,7 @@ async def create_task(session: AsyncSession, engine: TaskEngine, principal: Prin
     await notify(session, "wake")
     await session.commit()
     engine.wake()
+    engine.bus.publish(task.id)  # list watchers here see it at once (other replicas: by the event's notify)
     return task
 
 
@@ -159,9 +173,11 @@ class StreamEvent:
 
 
 async def watch_task(
-    engine: TaskEngine, principal: Principal, task_id: str, last_event_id: int = 0
+    engine: TaskEngine, principal: Principal, task_id: str, last_event_id: int = 0, *, follow: bool = True
 ) -> AsyncIterator[StreamEvent]:
-    """Every state change (replayed after ``last_event_id``), throttled progress, then "end"."""
+    """Every state change (replayed after ``last_event_id``), throttled progress, then "end".
+
+    ``follow=False``: only what is known now (history, current progress, "end" if it ended)."""
     last_progress: tuple[Any, ...] | None = None
     idle = 0.0
     with engine.bus.subscribe(task_id) as changed:
@@ -194,6 +210,8 @@ async def watch_task(
             if task.state in S.TERMINAL:
                 yield StreamEvent("end", snapshot.model_dump(mode="json"))
                 return
+            if not follow:
+                return
             try:
                 await asyncio.wait_for(changed.wait(), engine.settings.poll_interval)
                 idle = 0.0
@@ -202,3 +220,65 @@ async def watch_task(
                 if idle >= KEEPALIVE_SECONDS:
                     idle = 0.0
                     yield StreamEvent("ping", {})
+
+
+def _moved(task: Task) -> tuple[Any, ...]:
+    """What the list shows changing: a task is sent again only when this differs."""
+    return (task.state, task.progress_done, task.progress_total, task.updated_at)
+
+
+async def _tasks_to_look_at(
+    engine: TaskEngine, principal: Principal, ids: Collection[str] | None, since: datetime
+) -> list[Task]:
+    """The caller's tasks among ``ids`` (published on the bus); ``None``: the fallback sweep —
+    every task updated since ``since``, and every one a runner holds (progress moves without
+    touching ``updated_at``)."""
+    query = select(Task).where(principal.sees(Task.owner))
+    if ids is None:
+        query = query.where(or_(Task.updated_at >= since, Task.state.in_(S.HELD_BY_RUNNER)))
+    else:
+        query = query.where(Task.id.in_([i for i in ids if is_uuid(i)]))
+    async with engine.database.sessionmaker() as session:
+        return list((await session.execute(query.order_by(Task.created_at))).scalars())
+
+
+async def watch_tasks(engine: TaskEngine, principal: Principal) -> AsyncIterator[StreamEvent]:
+    """A "watching" event naming the caller, then a "task" event per change to a task they see.
+
+    Nothing is replayed: a client subscribes first, reads the list once when "watching"
+    arrives, and applies the events after it (a change in between is simply sent again)."""
+    sent: dict[str, tuple[Any, ...]] = {}
+    clock = asyncio.get_running_loop().time
+    poll = engine.settings.poll_interval
+    with engine.bus.watch_all() as changes:
+        since = utcnow() - SWEEP_OVERLAP
+        yield StreamEvent("watching", {"owner": principal.owner, "admin": principal.is_admin})
+        next_sweep = last_write = clock()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changes.pending.wait(), max(0.0, next_sweep - clock()))
+            ids = changes.take()
+            if not ids and clock() < next_sweep:
+                continue
+            # The sweep runs on its clock however busy the bus is: it also covers what was published.
+            sweep = clock() >= next_sweep
+            sweep_started = utcnow()
+            for task in await _tasks_to_look_at(engine, principal, None if sweep else ids, since):
+                if sent.get(task.id) != (key := _moved(task)):
+                    sent[task.id] = key
+                    last_write = clock()
+                    yield StreamEvent("task", TaskRead.from_task(task).model_dump(mode="json"))
+            if sweep:
+                since = sweep_started - SWEEP_OVERLAP
+                next_sweep = clock() + poll
+                _forget_settled(sent, since)
+            if clock() - last_write >= KEEPALIVE_SECONDS:
+                last_write = clock()
+                yield StreamEvent("ping", {})
+
+
+def _forget_settled(sent: dict[str, tuple[Any, ...]], since: datetime) -> None:
+    """Ended tasks the sweep no longer finds need no memory: a long-open stream stays small."""
+    for task_id, (state, *_rest, updated_at) in list(sent.items()):
+        if state in S.TERMINAL and updated_at < since:
+            del sent[task_id]

@@ -3,7 +3,9 @@
 //   pick / drop a file ─▶ tus.Upload ─▶ POST /files, PATCH …   Pause = abort (the server keeps
 //   what arrived); Resume = start again (HEAD, then PATCH from the server's offset); Cancel =
 //   abort + DELETE. After a reload, the same file picked again resumes: tus-js-client remembers
-//   its upload URL in localStorage under the file's fingerprint.
+//   its upload URL in localStorage under the file's fingerprint. A network cut: tus-js-client
+//   does not retry while the browser is offline, so the upload waits for the "online" event,
+//   then starts again the same way (HEAD for the server's offset, PATCH from there).
 
 import { api, apiKey } from "./api.js";
 import { downloadLink, el, formatBytes, say, sayError, setProgress, setupKeyForm } from "./ui.js";
@@ -64,6 +66,10 @@ function startUpload(file) {
       loadFiles();
     },
     onError(error) {
+      if (!navigator.onLine && view.row.dataset.state === "uploading") {
+        waitForTheNetwork();
+        return;
+      }
       setRunning(false);
       const status = error.originalResponse?.getStatus?.();
       view.status.textContent = status === 401 ? "refused: enter a valid API key above" : `failed: ${error.message}`;
@@ -77,12 +83,24 @@ function startUpload(file) {
     view.status.textContent = "paused";
     view.row.dataset.state = "paused";
   });
-  view.buttons.resume.addEventListener("click", () => {
+  const resume = () => {
     upload.options.headers = apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {};
     setRunning(true);
     view.row.dataset.state = "uploading";
     upload.start(); // asks the server for its offset first
-  });
+  };
+  const waitForTheNetwork = () => {
+    view.row.dataset.state = "offline";
+    view.status.textContent = "offline: continues when the network is back";
+    say(`${file.name}: the network is gone; the upload continues when it is back.`);
+    const back = () => {
+      if (view.row.dataset.state !== "offline") return; // paused or cancelled meanwhile
+      say(`${file.name}: back online, resuming from the server's offset.`);
+      resume();
+    };
+    window.addEventListener("online", back, { once: true });
+  };
+  view.buttons.resume.addEventListener("click", resume);
   view.buttons.cancel.addEventListener("click", () => {
     upload.abort(true).then(
       () => finish("cancelled"),

@@ -9,6 +9,7 @@ const taskId = document.getElementById("task-id").dataset.taskId;
 const events = document.getElementById("task-events");
 let stream = null;
 let lastEventId = 0;
+const RECONNECT_MS = 1000; // after the server closed the stream (a restart) or could not be reached
 
 function json(value) {
   return value === null || value === undefined ? "—" : JSON.stringify(value, null, 2);
@@ -86,9 +87,20 @@ function watch() {
   stream?.abort();
   stream = new AbortController();
   const mine = stream;
+  // The stream ends with the task, or when the server stops: then, with the task still going,
+  // connect again (Last-Event-ID: no state event twice) once the server is back.
+  const again = () => setTimeout(() => stream === mine && watch(), RECONNECT_MS);
   streamEvents(`/tasks/${encodeURIComponent(taskId)}/events`, onEvent, { signal: mine.signal, lastEventId })
-    .then(() => (mine.signal.aborted ? null : api(`/tasks/${encodeURIComponent(taskId)}`).then(render)))
-    .catch(sayError);
+    .then(async () => {
+      if (mine.signal.aborted) return;
+      const task = await api(`/tasks/${encodeURIComponent(taskId)}`);
+      render(task);
+      if (!TERMINAL.has(task.state)) again();
+    })
+    .catch((error) => {
+      sayError(error);
+      if (error.status === 0) again(); // the server cannot be reached (yet)
+    });
 }
 
 async function act(action) {

@@ -1,19 +1,20 @@
-// The tasks list: one page of GET /tasks, each moving task followed over its event stream
-// (GET /tasks/{id}/events), and one slow refresh of the page for tasks started elsewhere.
+// The tasks list: one page of GET /tasks, kept live by one stream of every change to the
+// caller's tasks (GET /tasks/events) — no stream per row, no refresh timer. The stream's first
+// event says who is watching: the owner column is for admins, who see everyone's tasks.
 
 import { api, streamEvents } from "./api.js";
-import { ACTIONS, MOVING, allowed, control, label, progressText, rateText } from "./tasks-common.js";
+import { ACTIONS, allowed, control, label, progressText, rateText } from "./tasks-common.js";
 import { el, formatDuration, say, sayError, setProgress, setupKeyForm } from "./ui.js";
 
-// Browsers open about six connections per origin: keep some free for clicks and page loads.
-const MAX_STREAMS = 3;
-const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
+const RECONNECT_MS = 1000; // after the server closed the stream (a restart) or the network dropped
 
 const body = document.querySelector("#tasks tbody");
 const filters = document.getElementById("task-filters");
+const table = document.getElementById("tasks");
 const rows = new Map(); // task id -> { row, task }
-const streams = new Map(); // task id -> AbortController
+let watch = null; // AbortController of the stream
+let reloadSoon = null; // a new task belongs on this page: one GET /tasks for a burst of them
 let cursor = null; // the page shown
 let nextCursor = null;
 let pages = []; // cursors of the pages before, for "First page"
@@ -42,7 +43,7 @@ function buildRow(task) {
     { "data-task-id": task.id },
     el("td", {}, el("a", { href: `/ui/tasks/${task.id}`, text: task.id.slice(0, 8) })),
     el("td", { class: "kind", text: task.kind }),
-    el("td", { class: "owner", text: task.owner }),
+    el("td", { class: "owner", text: task.owner }), // shown to admins only (see showOwners)
     el("td", {}, el("span", { class: "state" })),
     el("td", {}, bar),
     el("td", { class: "done num" }),
@@ -82,31 +83,48 @@ function update(task) {
   return entry.row;
 }
 
-function follow(taskId) {
-  if (streams.has(taskId) || streams.size >= MAX_STREAMS) return;
-  const stop = new AbortController();
-  streams.set(taskId, stop);
-  const onEvent = (name, data) => {
-    const entry = rows.get(taskId);
-    if (!entry) return;
-    if (name === "state" || name === "progress") {
-      if (data.state) showState(entry.row, data.state);
-      if (name === "progress") showProgress(entry.row, data);
-      if (data.state && !MOVING.has(data.state)) stop.abort(); // paused: nothing moves until a resume
-    } else if (name === "end") {
-      update(data);
-    }
-  };
-  streamEvents(`/tasks/${encodeURIComponent(taskId)}/events`, onEvent, { signal: stop.signal })
-    .catch(sayError)
-    .finally(() => {
-      if (streams.get(taskId) === stop) streams.delete(taskId);
-      followMoving();
-    });
+function matchesFilters(task) {
+  const data = new FormData(filters);
+  return (!data.get("state") || data.get("state") === task.state) && (!data.get("kind") || data.get("kind") === task.kind);
 }
 
-function followMoving() {
-  for (const [id, { row }] of rows) if (MOVING.has(row.dataset.state)) follow(id);
+// A change from the stream: a row shown is updated; a task not shown that belongs on the first
+// page (new, or newly matching the filters) brings the page in again, in the server's order.
+function onChange(task) {
+  if (rows.has(task.id)) {
+    update(task);
+  } else if (cursor === null && matchesFilters(task)) {
+    clearTimeout(reloadSoon);
+    reloadSoon = setTimeout(load, 100);
+  }
+}
+
+function showOwners(admin) {
+  table.classList.toggle("show-owner", admin);
+}
+
+function watchTasks() {
+  watch?.abort();
+  const stop = new AbortController();
+  watch = stop;
+  const onEvent = (name, data) => {
+    if (name === "watching") {
+      showOwners(data.admin);
+      load(); // after subscribing: a change from here on is on the stream
+    } else if (name === "task") {
+      onChange(data);
+    }
+  };
+  let refused = false;
+  streamEvents("/tasks/events", onEvent, { signal: stop.signal })
+    .catch((error) => {
+      refused = error.status === 401 || error.status === 403;
+      sayError(error);
+    })
+    .finally(() => {
+      // The server stopped or the network dropped: try again (a refused key waits for a new one).
+      if (watch === stop && !stop.signal.aborted && !refused) setTimeout(() => watch === stop && watchTasks(), RECONNECT_MS);
+    });
 }
 
 async function act(taskId, action) {
@@ -114,7 +132,6 @@ async function act(taskId, action) {
     const task = await control(taskId, action);
     update(task);
     say(`Task ${taskId.slice(0, 8)}: ${action} requested (now ${task.state}).`);
-    followMoving();
   } catch (error) {
     sayError(error);
   }
@@ -133,7 +150,6 @@ async function load() {
     if (shown.has(id)) continue;
     entry.row.remove();
     rows.delete(id);
-    streams.get(id)?.abort();
   }
   const ordered = page.items.map(update);
   // Re-inserting rows would drop keyboard focus every refresh: only when the order changed.
@@ -144,16 +160,15 @@ async function load() {
   nextCursor = page.next_cursor;
   document.getElementById("page-next").disabled = !nextCursor;
   document.getElementById("page-first").disabled = pages.length === 0;
-  followMoving();
 }
 
 function restart() {
-  for (const stop of streams.values()) stop.abort();
-  streams.clear();
+  for (const { row } of rows.values()) row.remove();
   rows.clear();
   cursor = null;
   pages = [];
-  load();
+  showOwners(false); // until the new key's stream says whose eyes these are
+  watchTasks(); // its "watching" event loads the page
 }
 
 async function loadKinds() {
@@ -188,5 +203,4 @@ document.getElementById("page-first").addEventListener("click", () => {
 
 setupKeyForm(restart);
 await loadKinds();
-await load();
-setInterval(load, REFRESH_MS);
+watchTasks();
