@@ -133,6 +133,11 @@ def progress_text(p: Progress) -> str:
     return human_amount(p.done, p.unit)
 
 
+def is_state(state: str) -> str:
+    """``task X <is_state>``: "succeeded", "failed", "was cancelled", or "is <state>" while it lives."""
+    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}.get(state, f"is {state}")
+
+
 def outcome(task: Task) -> str:
     """What a finished import or export did, in words: rows, rejects, size, duration and rate."""
     result = task.result or {}

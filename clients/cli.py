@@ -33,6 +33,7 @@ from clients._cli_output import (
     files_table,
     human_bytes,
     human_duration,
+    is_state,
     outcome,
     reject_hint,
     show_task,
@@ -203,7 +204,7 @@ def cmd_import(s: Session) -> int:
 
 def report(task: Task, what: str) -> None:
     """A task's line: its state, and for a finished import or export what it did."""
-    print(f"{what} task {task.id} is {task.state}" + (f": {done}" if (done := outcome(task)) else ""))
+    print(f"{what} task {task.id} {is_state(task.state)}" + (f": {done}" if (done := outcome(task)) else ""))
     if hint := reject_hint(task):
         print(hint)
 
@@ -257,7 +258,7 @@ def cmd_tasks(s: Session) -> int:
     if a.action != "show" and getattr(a, "wait", False):
         target = {"pause": ("paused",), "resume": ("running", "succeeded"), "cancel": ("cancelled",)}[a.action]
         task = s.wait(task.id, (*target, "succeeded", "failed", "cancelled"))
-    s.output(task, lambda: show_task(task) if a.action == "show" else print(f"task {task.id} is {task.state}"))
+    s.output(task, lambda: show_task(task) if a.action == "show" else print(f"task {task.id} {is_state(task.state)}"))
     return OK
 
 

@@ -137,7 +137,12 @@ def test_import_reports_rows_rejects_and_how_to_fetch_them(live: Live, env: dict
     done = tsm(env, "import", str(source), "--table", table, "-p", "on_error=skip", "--wait")
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
-    assert "is succeeded" in first and "1,500 rows imported" in first and "1 rejected" in first, done.stdout
+    assert (
+        " succeeded: " in first
+        and "is succeeded" not in first
+        and "1,500 rows imported" in first
+        and "1 rejected" in first
+    ), done.stdout
     assert re.search(r"in \d+(\.\d)?s|in \d+m", first) and "rows/s" in first, first
     hint = re.search(r"download them with: tsm download (\S+)", done.stdout)
     assert hint, done.stdout
