@@ -146,7 +146,12 @@ class Session:
         except (KeyboardInterrupt, EOFError):
             answer = ""
         if answer.startswith("p"):
-            task = self.client.pause(task_id)
+            try:
+                task = self.client.pause(task_id)
+            except E.Conflict:  # it ended (or was paused elsewhere) while the question was open
+                task = self.client.get_task(task_id)
+                self.say(f"task {task_id} {is_state(task.state)}; there is nothing to pause")
+                return
             self.say(f"task {task_id} is {task.state}; resume it with: tsm tasks resume {task_id}")
         else:
             self.say(f"task {task_id} left running; watch it with: tsm tasks watch {task_id}")

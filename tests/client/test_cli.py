@@ -260,6 +260,27 @@ def test_ctrl_c_while_waiting_offers_to_pause(live: Live, env: dict[str, str]) -
         os.close(slave)
 
 
+@sqlite_only
+def test_a_task_that_ends_while_the_pause_question_is_open_is_said_so(live: Live, env: dict[str, str]) -> None:
+    master, slave = pty.openpty()
+    try:
+        process = spawn(
+            env, "tasks", "start", "process", "-p", "steps=3", "-p", "step_seconds=0.3", "--wait", stdin=slave
+        )
+        with live.client() as client:
+            newest = lambda: next(iter(client.list_tasks(kind="process", limit=1).items), None)  # noqa: E731
+            task = poll(lambda: (t := newest()) and t.progress.done >= 1 and t, what="running")
+            process.send_signal(signal.SIGINT)
+            client.wait(task.id, "succeeded", timeout=20)  # it ends while the question waits
+            os.write(master, b"p\n")
+            _, err = process.communicate(timeout=30)
+        assert process.returncode == 130, err
+        assert "Traceback" not in err and f"task {task.id} succeeded; there is nothing to pause" in err, err
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 # ---- errors that do not depend on the database (SQLite only) -------------------------------------
 
 
