@@ -17,7 +17,6 @@ from rich.progress import (
     ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
 from rich.progress import Task as RichTask
@@ -202,6 +201,14 @@ class _TaskRate(ProgressColumn):
         return Text("  ".join(p for p in parts if p), style="progress.data.speed")
 
 
+class _ByteRate(ProgressColumn):
+    """Bytes per second in the same binary units as the sizes beside it (rich's own is decimal)."""
+
+    def render(self, task: RichTask) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+
+
 class Bars:
     """Progress bars on stderr; invisible when stderr is not a terminal or output is JSON/quiet."""
 
@@ -216,7 +223,7 @@ class Bars:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _ByteRate(),
             TimeRemainingColumn(),
         )
         with RichProgress(*columns, console=stderr, disable=not self.enabled, transient=False) as bar:

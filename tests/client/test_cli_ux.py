@@ -194,3 +194,16 @@ def test_server_run_takes_host_port_workers(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(20)
+
+
+def test_transfer_rate_is_in_the_same_binary_units_as_the_sizes() -> None:
+    from rich.progress import Progress
+
+    from clients._cli_output import _ByteRate
+
+    with Progress(disable=True) as progress:
+        job = progress.add_task("upload", total=10 * 2**20)
+        progress.update(job, completed=5 * 2**20)
+        task = progress.tasks[job]
+        task.finished_speed = 3 * 2**20  # what rich measured, in bytes per second
+        assert _ByteRate().render(task).plain == "3.0 MiB/s"
