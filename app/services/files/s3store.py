@@ -83,9 +83,13 @@ class S3Store:
         expected: int | None,
         length: int | None,
     ) -> bool:
-        multipart = dict(row.multipart or {})
-        if not multipart.get("upload_id"):
-            raise RuntimeError(f"upload {row.id} has no multipart upload")
+        if not row.multipart:  # complete already (one object): there is no room for another byte
+            async for chunk in chunks:
+                state.received += len(chunk)
+                if state.received > limit:
+                    raise PayloadTooLarge(limit_message)
+            return True
+        multipart = dict(row.multipart)
         state.multipart = multipart
         pipeline = _PartPipeline(self, row.id, state, multipart)
         if multipart["tail"]:
