@@ -29,7 +29,7 @@ from app.routers import metrics as metrics_router
 from app.routers import tus as tus_router
 from app.routers.console import install_console
 from app.services.files.storage import ensure_dirs
-from app.services.files.store import open_store
+from app.services.files.stores import open_store
 from app.services.files.sweeper import UploadSweeper, reconcile_uploads
 from app.services.runtime.bus import EventBus, PgListener, asyncpg_dsn
 from app.services.runtime.engine import TaskEngine

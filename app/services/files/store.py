@@ -5,7 +5,7 @@
       LocalStore         storage/files/<id> through aiofiles and writer.py (fsync rules there)
       S3Store            s3://bucket/prefix/files/<id> (app/services/files/s3store.py)
 
-``open_store(settings)`` picks one from ``TSM_STORAGE_URL`` for the app's lifetime. Every
+``open_store(settings)`` (stores.py) picks one from ``TSM_STORAGE_URL`` for the app's lifetime. Every
 upload keeps what the store needs to continue it in its row (``File.multipart``: None on the
 local directory), so any replica can pick up an upload another one began.
 
@@ -192,18 +192,6 @@ async def read_ahead(read: Any, remaining: int) -> AsyncIterator[bytes]:
         if pending is not None:  # the client went away mid-read: let the read finish before closing
             with contextlib.suppress(Exception):
                 await pending
-
-
-@contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[ByteStore]:
-    """The store ``TSM_STORAGE_URL`` names, open for as long as the app runs."""
-    if not settings.storage_url:
-        yield LocalStore(settings)
-        return
-    from app.services.files.s3store import open_s3_store  # the S3 client is an optional extra
-
-    async with open_s3_store(settings) as store:
-        yield store
 
 
 def store_for(store: ByteStore, settings: Settings, origin: str) -> ByteStore:
