@@ -2,10 +2,11 @@
 
     create          CreateMultipartUpload → File.multipart = {upload_id, parts: [], tail: 0}
     PATCH body ──▶  [old tail object] + body gathers in memory
-                ──▶ every PART_BYTES: UploadPart (one in flight while the next gathers);
+                ──▶ every part size (5 MiB, more past 50 GB: S3 takes 10 000 parts at most):
+                    UploadPart (one in flight while the next gathers);
                     acknowledged → parts += {number, etag, size}, state.durable moves
     body ends   ──▶ the upload's length reached: the rest is the last part, CompleteMultipartUpload
-                    otherwise: the rest (< PART_BYTES) is PUT as a new tail object
+                    otherwise: the rest (less than a part) is PUT as a new tail object
     offset == sum(part sizes) + tail, all of it in the row: any replica continues the upload
 
 As with tusd's s3store, a tail object holds what does not fill a part (S3 refuses parts under
@@ -37,6 +38,7 @@ from app.services.files import writer
 from app.services.files.store import ByteStore, Stat, read_ahead
 
 PART_BYTES = 5 << 20  # S3's smallest part but the last
+MAX_PARTS = 10_000  # S3's most parts in one upload: larger uploads need larger parts
 MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -54,8 +56,13 @@ def _missing(exc: ClientError) -> bool:
 class S3Store:
     local = False
 
-    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str, max_upload_bytes: int) -> None:
         self.s3, self.bucket, self.prefix = client, bucket, prefix
+        self.max_upload_bytes = max_upload_bytes
+
+    def part_bytes(self, length: int | None) -> int:
+        """PART_BYTES, or more when the upload (or, length unknown, the largest one) needs it."""
+        return max(PART_BYTES, -(-(length or self.max_upload_bytes) // (MAX_PARTS - 1)))
 
     def key(self, file_id: str) -> str:
         return f"{self.prefix}files/{file_id}"
@@ -91,7 +98,7 @@ class S3Store:
             return True
         multipart = dict(row.multipart)
         state.multipart = multipart
-        pipeline = _PartPipeline(self, row.id, state, multipart)
+        pipeline = _PartPipeline(self, row.id, state, multipart, self.part_bytes(length))
         if multipart["tail"]:
             pipeline.buffer += await self._get(multipart["tail_key"])
         complete = True
@@ -216,8 +223,10 @@ class _PartPipeline:
     (or the tail), so whatever the heartbeat commits is consistent.
     """
 
-    def __init__(self, store: S3Store, file_id: str, state: writer.WriteState, multipart: dict[str, Any]) -> None:
-        self.store, self.file_id, self.state = store, file_id, state
+    def __init__(
+        self, store: S3Store, file_id: str, state: writer.WriteState, multipart: dict[str, Any], part_bytes: int
+    ) -> None:
+        self.store, self.file_id, self.state, self.part_bytes = store, file_id, state, part_bytes
         self.parts: list[dict[str, Any]] = list(multipart["parts"])
         self.upload_id: str = multipart["upload_id"]
         self.base = sum(int(p["size"]) for p in self.parts)  # bytes in acknowledged parts
@@ -231,7 +240,7 @@ class _PartPipeline:
 
     async def add(self, chunk: bytes) -> None:
         self.buffer += chunk
-        if len(self.buffer) >= PART_BYTES:
+        if len(self.buffer) >= self.part_bytes:
             await self._send(bytes(self.buffer))
             self.buffer = bytearray()
 
@@ -297,4 +306,4 @@ async def open_s3_store(settings: Settings) -> AsyncIterator[ByteStore]:
         config=config,
         **credentials,
     ) as client:
-        yield S3Store(client, bucket, prefix)
+        yield S3Store(client, bucket, prefix, settings.max_upload_bytes)
