@@ -118,3 +118,18 @@ async def test_expiry_aborts_the_multipart_upload_and_deletes_the_tail(settings)
 
         await poll(gone)
         assert await s3_leftovers(app, _id(url)) == []
+
+
+async def test_a_crash_between_completing_the_object_and_committing_is_repaired_at_start_up(settings):
+    data = os.urandom(6 * MiB)
+    async with open_app(settings) as (app, client):
+        url = await new_upload(client, len(data))
+        assert (await patch(client, url, 0, data)).status_code == 204
+        # As the row stood when the process died: every part named, offset == length, not complete.
+        gone = {"upload_id": "completed-already", "parts": [{"number": 1, "etag": '"x"', "size": len(data)}]}
+        await set_row(app, _id(url), state="uploading", completed_at=None, sha256=None, multipart=gone)
+    async with open_app(settings) as (app, client):
+        row = await get_row(app, _id(url))
+        assert row.state == "complete" and row.multipart is None
+        assert (await client.get(url)).content == data
+        assert await poll(lambda: _sha256(client, _id(url))) == hashlib.sha256(data).hexdigest()

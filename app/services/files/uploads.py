@@ -360,6 +360,7 @@ async def _write(
     if state.multipart is not None:
         values["multipart"] = state.multipart
     if done:
+        await _name_every_part(database, row.id, token, offset, state)
         await store.finish(row.id, state.multipart)  # one whole object before anyone sees `complete`
         values.update(state=COMPLETE, completed_at=now, expires_at=None, multipart=None)
     elif offset > row.offset:
@@ -374,6 +375,15 @@ async def _write(
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
     return updated
+
+
+async def _name_every_part(database: Database, file_id: str, token: str, offset: int, state: writer.WriteState) -> None:
+    """On S3 the row lists every part before they become one object: a crash between the two
+    leaves offset == length, which start-up (or the next PATCH) completes again."""
+    if state.multipart is None:
+        return
+    if await _fenced_update(database, file_id, token, offset=offset, multipart=state.multipart) is None:
+        raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
 
 
 async def terminate(
