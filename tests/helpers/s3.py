@@ -4,7 +4,7 @@
     weed server -dir=<tmp> -s3 ... (every port picked free, bound to 127.0.0.1 only)
       └─ wait (with a deadline) until S3 answers a signed ListBuckets
       └─ create the test bucket; each test gets its own key prefix in it
-    session end: SIGTERM, then SIGKILL if it lingers
+    session end: SIGTERM, then SIGKILL if it lingers (and it dies with a killed test run)
 
 Without the binary (or if it will not start) the S3 cases skip, except under ``CI=true``,
 where that is a failure.
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +32,7 @@ SECRET_KEY = "tsm-test-secret"
 REGION = "us-east-1"
 BUCKET = "tsm-test"
 START_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ def _identities(folder: Path) -> Path:
     }
     config.write_text(json.dumps({"identities": [identity]}))
     return config
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a killed test run takes its S3 server with it (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def client_kwargs(server: S3Server) -> dict[str, Any]:
@@ -125,9 +134,15 @@ def seaweedfs(folder: Path) -> Iterator[S3Server]:
         f"-s3.port={s3}",
         f"-s3.port.grpc={s3_grpc}",
         f"-s3.config={_identities(folder)}",
+        # Side services on fixed default ports would collide with another test run: off.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-filer.localSocket={folder / 'filer.sock'}",
     ]
     log = (folder / "weed.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    before_exec = _die_with_parent if sys.platform == "linux" else None
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, preexec_fn=before_exec)
     server = S3Server(endpoint_url=f"http://127.0.0.1:{s3}")
     try:
         try:

@@ -100,7 +100,10 @@ class S3Store:
         state.multipart = multipart
         pipeline = _PartPipeline(self, row.id, state, multipart, self.part_bytes(length))
         if multipart["tail"]:
-            pipeline.buffer += await self._get(multipart["tail_key"])
+            tail = await self._get(multipart["tail_key"])
+            if len(tail) != multipart["tail"]:  # never build on bytes the row does not describe
+                raise RuntimeError(f"the tail of upload {row.id} holds {len(tail)} bytes, not {multipart['tail']}")
+            pipeline.buffer += tail
         complete = True
         try:
             async for chunk in chunks:
