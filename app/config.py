@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STORAGE = Path("storage")
@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     # Where the service keeps its own state. Empty = SQLite file inside the storage dir.
     database_url: str = ""
     storage_dir: Path = DEFAULT_STORAGE
+    # Where file bytes live: empty = the storage dir's files/ folder; s3://bucket/prefix = object
+    # storage (pip install 'task-state-manager[s3]'), shared by replicas that share nothing else.
+    storage_url: str = Field("", pattern=r"^(|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?)$")
+    # S3 endpoint (SeaweedFS, MinIO, ...); empty = AWS. Region and keys; empty keys = the AWS chain.
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -30,6 +30,7 @@ from app.routers import metrics as metrics_router
 from app.routers import tus as tus_router
 from app.routers.console import install_console
 from app.services.files.storage import ensure_dirs
+from app.services.files.stores import open_store
 from app.services.files.sweeper import UploadSweeper, reconcile_uploads
 from app.services.runtime.bus import EventBus, PgListener, asyncpg_dsn
 from app.services.runtime.engine import TaskEngine
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stack = AsyncExitStack()  # the byte store's client
         ensure_dirs(settings)
         database = Database(settings.effective_database_url)
         await upgrade(database.engine)
@@ -71,9 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if database.is_postgres:
             listener = PgListener(asyncpg_dsn(settings.effective_database_url), engine.on_notification)
             listener.start()
+        store = await stack.enter_async_context(open_store(settings))
+        app.state.store = store
         await engine.start()
-        await reconcile_uploads(database, settings)  # offsets never ahead of the bytes on disk
-        sweeper = UploadSweeper(database, settings)
+        await reconcile_uploads(database, settings, store)  # offsets never ahead of the stored bytes
+        sweeper = UploadSweeper(database, settings, store)
         sweeper.start()
         if not settings.auth_required:
             logger.warning("authentication is off: every request without a key acts as owner 'local'")
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if listener is not None:
                 await listener.stop()
             await database.dispose()
+            await stack.aclose()
 
     # /docs and /redoc from the assets fastapi-offline ships (under DOCS_STATIC): no CDN, so
     # they work on a closed network. The validator badge would call out to swagger.io: off.

@@ -143,6 +143,9 @@ class File(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # An unfinished upload in object storage: its multipart upload id, the parts S3 acknowledged
+    # (number, ETag, size) and the tail object (see services/files/s3store.py). None on disk.
+    multipart: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class OwnerLock(Base):

@@ -1,7 +1,9 @@
-"""Fixtures: every ``db_url`` test runs on a real SQLite file and a real PostgreSQL database.
+"""Fixtures: every ``db_url`` test runs on a real SQLite file and a real PostgreSQL database;
+a module that parametrizes ``store`` (local, s3) runs on the local directory and on a real
+S3 server too (SeaweedFS, see tests/helpers/s3.py), each test under its own key prefix.
 
-Without PostgreSQL the PostgreSQL cases skip — except under ``CI=true``, where that is a failure.
-Helpers the tests import live in ``tests/helpers``.
+Without PostgreSQL (or the S3 server) those cases skip — except under ``CI=true``, where that
+is a failure. Helpers the tests import live in ``tests/helpers``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from tests.helpers.apps import make_settings, open_app
 from tests.helpers.database import IN_CI, PG_ADMIN_URL, clean_pg, drop_pg_database, reset_pg_database
+from tests.helpers.s3 import S3Server, seaweedfs, store_settings
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +45,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     yield url
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    try:
+        with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except RuntimeError as exc:
+        if IN_CI:
+            pytest.fail(f"{exc}; CI requires the S3 tests to run")
+        pytest.skip(str(exc))
+
+
 @pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
+def store(request: pytest.FixtureRequest) -> str:
+    """Where bytes live: "local" unless the module parametrizes it (indirect) with "s3".
+    A test marked ``local_only`` looks at files on disk and skips on S3."""
+    kind = getattr(request, "param", "local")
+    if kind == "s3" and request.node.get_closest_marker("local_only"):
+        pytest.skip("looks at the local storage directory")
+    return str(kind)
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> Settings:
+    if store == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        return make_settings(db_url, tmp_path / "storage", **store_settings(server))
     return make_settings(db_url, tmp_path / "storage")
 
 

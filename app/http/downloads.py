@@ -42,7 +42,7 @@ async def download_response(
     row = await get_file(session, principal, file_id)
     await session.commit()  # hand the connection back before a long body starts streaming
     headers = {key.lower(): value for key, value in request.headers.items()}
-    stored = await stored_file(request.app.state.settings, row)
+    stored = await stored_file(request.app.state.store, request.app.state.settings, row)
     plan = plan_download(stored, method, headers)
     if plan.status == 304 or method == "HEAD":
         media_type = None if plan.status == 304 else plan.content_type

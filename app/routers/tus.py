@@ -97,6 +97,10 @@ def _settings(request: Request) -> Any:
     return request.app.state.settings
 
 
+def _store(request: Request) -> Any:
+    return request.app.state.store
+
+
 async def _body(request: Request) -> AsyncIterator[bytes]:
     """The request body straight from the ASGI server; a disconnect becomes BodyInterrupted.
 
@@ -180,6 +184,7 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
     row = await uploads.create_upload(
         database,
         settings,
+        _store(request),
         principal,
         length=length,
         metadata=metadata,
@@ -189,7 +194,7 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
     if patch is not None and row.length != 0:
         # The upload exists even if its first chunk failed: Upload-Offset tells what was kept.
         with contextlib.suppress(TSMError):
-            row = await uploads.append(database, settings, principal, row.id, patch, _body(request))
+            row = await uploads.append(database, settings, _store(request), principal, row.id, patch, _body(request))
         async with database.sessionmaker() as session:
             row = await find_file(session, principal, row.id) or row
     headers = {"Location": f"{str(request.base_url).rstrip('/')}/files/{row.id}", **_upload_headers(row)}
@@ -230,7 +235,7 @@ async def patch_upload(file_id: FileId, request: Request, database: DatabaseDep,
     if not is_offset_stream(request.headers.get("content-type")):
         raise UnsupportedMediaType(f"a PATCH body must be sent as Content-Type: {OFFSET_CONTENT_TYPE}")
     patch = _patch_request(request)
-    row = await uploads.append(database, _settings(request), principal, file_id, patch, _body(request))
+    row = await uploads.append(database, _settings(request), _store(request), principal, file_id, patch, _body(request))
     return Response(status_code=204, headers=_upload_headers(row))
 
 
@@ -244,5 +249,5 @@ async def patch_upload(file_id: FileId, request: Request, database: DatabaseDep,
 async def delete_upload(file_id: FileId, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
     """Terminate an upload (or delete a finished file): the bytes are removed, later requests 404/410."""
     check_version(request.headers.get("tus-resumable"))
-    await uploads.terminate(database, _settings(request), principal, file_id)
+    await uploads.terminate(database, _settings(request), _store(request), principal, file_id)
     return Response(status_code=204)

@@ -2,7 +2,8 @@
 
 runtime     the task engine: claims, leases and every fenced write, the context a kind
             sees, upkeep, the state machine, the kinds registry, the event bus
-files       bytes and their rows: storage, tus uploads, downloads' file access, sweeper
+files       bytes and their rows: the ByteStore (local directory or S3), tus uploads,
+            downloads' file access, sweeper
 csv_import  kind ``import_csv``: params, scan, source, one loader per database
 csv_export  kind ``export_csv``: plan, one source per database
 process     kind ``process``: a long process of N steps

@@ -1,4 +1,5 @@
-"""Downloads: HTTP Range (RFC 9110 §14), validators and conditional requests (both databases)."""
+"""Downloads: HTTP Range (RFC 9110 §14), validators and conditional requests (both databases, both byte
+stores: the local directory and S3)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from prometheus_client import REGISTRY
 from app.models import File, utcnow
 from app.services.files.storage import file_path
 from tests.helpers.tus import TUS, key_headers, upload
+
+pytestmark = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable enough
 SIZE = len(DATA)
@@ -175,6 +178,7 @@ async def test_if_match_and_if_unmodified_since_failures_are_412(client, file_id
     assert (await _get(client, file_id, If_Match=etag)).status_code == 200
 
 
+@pytest.mark.local_only
 async def test_etag_changes_when_the_bytes_change(client, settings, file_id):
     before = (await _get(client, file_id)).headers["etag"]
     path = file_path(settings, file_id)

@@ -1,4 +1,5 @@
-"""Files listing and info: owner scope, filters, cursor pagination, and `get_file` for other modules."""
+"""Files listing and info: owner scope, filters, cursor pagination, and `get_file` for other modules
+(both byte stores)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from app.errors import NotFound
 from app.services.files.catalog import get_file
 from app.services.owners.keys import Principal
 from tests.helpers.tus import TUS, key_headers, new_upload, patch, upload
+
+pytestmark = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 
 
 async def test_every_upload_is_a_row_in_the_files_list(client):

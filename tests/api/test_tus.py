@@ -1,4 +1,5 @@
-"""tus 1.0.0 conformance: one test per protocol rule, named after the rule (both databases)."""
+"""tus 1.0.0 conformance: one test per protocol rule, named after the rule (both databases,
+both byte stores: the local directory and S3)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import hashlib
 from datetime import timedelta
 
+import pytest
 from prometheus_client import REGISTRY
 
 from app.models import utcnow
@@ -23,8 +25,11 @@ from tests.helpers.tus import (
     patch,
     poll,
     set_row,
+    stored,
     upload,
 )
+
+pytestmark = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 
 
 def _id(url: str) -> str:
@@ -74,14 +79,14 @@ async def test_patch_with_offset_mismatch_is_409(client):
     assert response.json()["current_offset"] == 3
 
 
-async def test_patch_answers_204_with_the_new_offset(client, settings):
+async def test_patch_answers_204_with_the_new_offset(client, settings, app):
     before = REGISTRY.get_sample_value("tsm_bytes_uploaded_total") or 0
     url = await new_upload(client, 6)
     response = await patch(client, url, 0, b"abc")
     assert response.status_code == 204 and response.headers["upload-offset"] == "3"
     response = await patch(client, url, 3, b"def")
     assert response.status_code == 204 and response.headers["upload-offset"] == "6"
-    assert file_path(settings, _id(url)).read_bytes() == b"abcdef"
+    assert await stored(app, _id(url)) == b"abcdef"
     assert REGISTRY.get_sample_value("tsm_bytes_uploaded_total") - before == 6
 
 
@@ -103,7 +108,7 @@ async def test_tus_resumable_is_on_every_response(client):
         assert response.headers.get("tus-resumable") == "1.0.0", (response.request.method, response.status_code)
 
 
-async def test_unsupported_version_is_412_with_tus_version_and_changes_nothing(client, settings):
+async def test_unsupported_version_is_412_with_tus_version_and_changes_nothing(client, settings, app):
     url = await new_upload(client, 3)
     response = await client.patch(
         url, headers={**OCTET, "Tus-Resumable": "0.2.2", "Upload-Offset": "0"}, content=b"abc"
@@ -111,7 +116,7 @@ async def test_unsupported_version_is_412_with_tus_version_and_changes_nothing(c
     assert response.status_code == 412
     assert response.headers["tus-version"] == "1.0.0"
     assert (await client.head(url, headers=TUS)).headers["upload-offset"] == "0"
-    assert file_path(settings, _id(url)).read_bytes() == b""
+    assert await stored(app, _id(url)) == b""
     created = await client.post("/files", headers={"Tus-Resumable": "2.0.0", "Upload-Length": "3"})
     assert created.status_code == 412
     assert (await client.get("/files")).json()["items"][0]["id"] == _id(url)  # no second upload
@@ -123,7 +128,7 @@ async def test_missing_tus_resumable_on_a_tus_request_is_412(client):
     assert response.status_code == 412
 
 
-async def test_x_http_method_override_stands_in_for_patch_head_and_delete(client, settings):
+async def test_x_http_method_override_stands_in_for_patch_head_and_delete(client, settings, app):
     url = await new_upload(client, 3)
     response = await client.post(
         url, headers={**OCTET, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}, content=b"abc"
@@ -133,7 +138,7 @@ async def test_x_http_method_override_stands_in_for_patch_head_and_delete(client
     assert response.status_code == 200 and response.headers["upload-offset"] == "3"
     response = await client.post(url, headers={**TUS, "X-HTTP-Method-Override": "DELETE"})
     assert response.status_code == 204
-    assert not file_path(settings, _id(url)).exists()
+    assert await stored(app, _id(url)) is None
     response = await client.post(url, headers={**TUS, "X-HTTP-Method-Override": "PUT"})
     assert response.status_code == 405  # routed as PUT, which no route takes
     assert response.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
@@ -155,13 +160,13 @@ async def test_non_integer_or_negative_offsets_and_lengths_are_400(client):
 # --- creation, creation-with-upload, creation-defer-length -----------------------------------
 
 
-async def test_creation_answers_201_with_location_and_an_empty_file(client, settings):
+async def test_creation_answers_201_with_location_and_an_empty_file(client, settings, app):
     response = await create(client, 5)
     assert response.status_code == 201
     location = response.headers["location"]
     assert location.startswith("http://tsm.test/files/")
     assert response.headers["upload-offset"] == "0"
-    assert file_path(settings, _id(location)).read_bytes() == b""
+    assert await stored(app, _id(location)) == b""
 
 
 async def test_creation_over_max_size_is_413(settings):
@@ -196,16 +201,16 @@ async def test_creation_needs_exactly_one_of_length_and_defer_length(client):
     assert (await create(client, None, Upload_Defer_Length="2")).status_code == 400
 
 
-async def test_creation_with_upload_stores_the_first_chunk(client, settings):
+async def test_creation_with_upload_stores_the_first_chunk(client, settings, app):
     response = await client.post("/files", headers={**OCTET, "Upload-Length": "6"}, content=b"abc")
     assert response.status_code == 201
     assert response.headers["upload-offset"] == "3"
     url = response.headers["location"]
     assert (await patch(client, url, 3, b"def")).status_code == 204
-    assert file_path(settings, _id(url)).read_bytes() == b"abcdef"
+    assert await stored(app, _id(url)) == b"abcdef"
 
 
-async def test_creation_defer_length_then_upload_length_in_a_patch(client, settings):
+async def test_creation_defer_length_then_upload_length_in_a_patch(client, settings, app):
     url = await new_upload(client, None, Upload_Defer_Length="1")
     head = await client.head(url, headers=TUS)
     assert head.headers["upload-defer-length"] == "1" and "upload-length" not in head.headers
@@ -215,7 +220,7 @@ async def test_creation_defer_length_then_upload_length_in_a_patch(client, setti
     assert response.headers["upload-length"] == "5"
     info = (await client.get(f"{url}/info")).json()
     assert info["state"] == "complete" and info["length"] == 5
-    assert file_path(settings, _id(url)).read_bytes() == b"abcde"
+    assert await stored(app, _id(url)) == b"abcde"
 
 
 async def test_upload_length_cannot_change_once_known(client):
@@ -235,13 +240,12 @@ async def test_zero_length_upload_is_complete_at_once(client):
 # --- termination -----------------------------------------------------------------------------
 
 
-async def test_termination_answers_204_removes_bytes_and_later_requests_get_404_or_410(client, settings):
+async def test_termination_answers_204_removes_bytes_and_later_requests_get_404_or_410(client, settings, app):
     url = await new_upload(client, 10)
     await patch(client, url, 0, b"abc")
-    path = file_path(settings, _id(url))
-    assert path.exists()
+    assert await stored(app, _id(url)) == b"abc"
     assert (await client.delete(url, headers=TUS)).status_code == 204
-    assert not path.exists()
+    assert await stored(app, _id(url)) is None
     assert (await client.head(url, headers=TUS)).status_code in (404, 410)
     assert (await patch(client, url, 3, b"def")).status_code in (404, 410)
     assert (await client.get(f"{url}/info")).status_code == 404
@@ -269,7 +273,7 @@ async def test_checksum_with_an_unsupported_algorithm_is_400(client):
     assert response.status_code == 400
 
 
-async def test_checksum_mismatch_is_460_and_the_chunk_is_discarded(client, settings):
+async def test_checksum_mismatch_is_460_and_the_chunk_is_discarded(client, settings, app):
     url = await new_upload(client, 6)
     await patch(client, url, 0, b"abc")
     wrong = base64.b64encode(hashlib.sha1(b"XXX").digest()).decode()
@@ -277,11 +281,11 @@ async def test_checksum_mismatch_is_460_and_the_chunk_is_discarded(client, setti
     assert response.status_code == 460
     assert response.headers["tus-resumable"] == "1.0.0"
     assert (await client.head(url, headers=TUS)).headers["upload-offset"] == "3"
-    assert file_path(settings, _id(url)).read_bytes() == b"abc"
+    assert await stored(app, _id(url)) == b"abc"
     right = base64.b64encode(hashlib.sha1(b"def").digest()).decode()
     response = await patch(client, url, 3, b"def", {"Upload-Checksum": f"sha1 {right}"})
     assert response.status_code == 204
-    assert file_path(settings, _id(url)).read_bytes() == b"abcdef"
+    assert await stored(app, _id(url)) == b"abcdef"
 
 
 # --- expiration ------------------------------------------------------------------------------
@@ -313,14 +317,13 @@ async def test_expiry_sweeper_deletes_expired_unfinished_uploads_and_their_rows(
         alive = await new_upload(client, 6)
         finished = await upload(client, b"done")
         await set_row(app, _id(expired), expires_at=utcnow() - timedelta(seconds=1))
-        path = file_path(settings, _id(expired))
-        assert path.exists()
+        assert await stored(app, _id(expired)) == b"abc"
 
         async def gone() -> bool:
             return await get_row(app, _id(expired)) is None
 
         await poll(gone)
-        assert not path.exists()
+        assert await stored(app, _id(expired)) is None
         assert (await client.head(expired, headers=TUS)).status_code == 404
         assert (await client.head(alive, headers=TUS)).status_code == 200
         assert (await client.get(f"/files/{finished}")).content == b"done"
@@ -336,7 +339,7 @@ async def test_body_past_upload_length_is_413_and_changes_nothing(client, settin
     assert (await client.head(url, headers=TUS)).headers["upload-offset"] == "0"
 
 
-async def test_chunked_body_past_upload_length_is_413_keeping_the_bytes_before_the_limit(client, settings):
+async def test_chunked_body_past_upload_length_is_413_keeping_the_bytes_before_the_limit(client, settings, app):
     url = await new_upload(client, 4)
 
     async def body():
@@ -346,7 +349,7 @@ async def test_chunked_body_past_upload_length_is_413_keeping_the_bytes_before_t
     response = await patch(client, url, 0, body())
     assert response.status_code == 413
     assert (await client.head(url, headers=TUS)).headers["upload-offset"] == "2"
-    assert file_path(settings, _id(url)).read_bytes() == b"ab"
+    assert await stored(app, _id(url)) == b"ab"
 
 
 async def test_body_larger_than_max_chunk_bytes_is_413(settings):
@@ -409,7 +412,7 @@ async def test_concurrent_patch_gets_423_and_bytes_never_interleave(client, app,
     release.set()
     response = await holder
     assert response.status_code == 204
-    assert file_path(settings, _id(url)).read_bytes() == first_part + b"\x01" * (1024 * 1024)
+    assert await stored(app, _id(url)) == first_part + b"\x01" * (1024 * 1024)
 
 
 async def test_lock_held_by_another_replica_is_honoured_until_its_lease_expires(client, app, settings):
@@ -419,19 +422,21 @@ async def test_lock_held_by_another_replica_is_honoured_until_its_lease_expires(
     assert (await client.delete(url, headers=TUS)).status_code == 423
     await set_row(app, _id(url), lock_expires_at=utcnow() - timedelta(seconds=1))
     assert (await patch(client, url, 0, b"abc")).status_code == 204
-    assert file_path(settings, _id(url)).read_bytes() == b"abc"
+    assert await stored(app, _id(url)) == b"abc"
 
 
-async def test_bytes_past_the_offset_left_by_a_crashed_writer_are_trimmed_before_appending(client, settings):
+@pytest.mark.local_only
+async def test_bytes_past_the_offset_left_by_a_crashed_writer_are_trimmed_before_appending(client, settings, app):
     url = await new_upload(client, 6)
     await patch(client, url, 0, b"abc")
     with file_path(settings, _id(url)).open("ab") as handle:
         handle.write(b"GARBAGE")  # written by a writer that died before committing its offset
     assert (await client.head(url, headers=TUS)).headers["upload-offset"] == "3"
     assert (await patch(client, url, 3, b"def")).status_code == 204
-    assert file_path(settings, _id(url)).read_bytes() == b"abcdef"
+    assert await stored(app, _id(url)) == b"abcdef"
 
 
+@pytest.mark.local_only
 async def test_startup_reconciles_offsets_with_file_sizes(settings):
     async with open_app(settings) as (_app, client):
         longer = await new_upload(client, 10)
@@ -442,12 +447,12 @@ async def test_startup_reconciles_offsets_with_file_sizes(settings):
         handle.write(b"unacknowledged")
     with file_path(settings, _id(shorter)).open("r+b") as handle:
         handle.truncate(4)  # bytes lost in a crash
-    async with open_app(settings) as (_app, client):
-        assert file_path(settings, _id(longer)).read_bytes() == b"abc"
+    async with open_app(settings) as (app, client):
+        assert await stored(app, _id(longer)) == b"abc"
         assert (await client.head(longer, headers=TUS)).headers["upload-offset"] == "3"
         assert (await client.head(shorter, headers=TUS)).headers["upload-offset"] == "4"
         assert (await patch(client, shorter, 4, b"efghij")).status_code == 204
-        assert file_path(settings, _id(shorter)).read_bytes() == b"abcdefghij"
+        assert await stored(app, _id(shorter)) == b"abcdefghij"
 
 
 async def test_startup_hashes_finished_uploads_left_without_a_sha256(settings):
@@ -508,6 +513,7 @@ async def test_hostile_metadata_bad_base64_or_grammar_is_400(client):
     assert (await client.get("/files")).json()["items"] == []
 
 
+@pytest.mark.local_only
 async def test_hostile_metadata_dotdot_filenames_never_become_paths(client, settings):
     names = {"../../etc/passwd": "passwd", "..\\..\\boot.ini": "boot.ini", "/abs/path/x.txt": "x.txt", "..": None}
     made = []

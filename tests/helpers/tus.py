@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.models import File
+from app.services.files.storage import file_path
 from app.services.owners.keys import create_key
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -94,3 +95,33 @@ async def poll(check: Any, *, timeout: float = 15.0, interval: float = 0.02) -> 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out; last value {value!r}")
         await asyncio.sleep(interval)
+
+
+async def stored(app: FastAPI, file_id: str) -> bytes | None:
+    """The bytes the store holds for a file (None: none at all), on whichever store the app uses.
+
+    On S3 an unfinished upload is parts plus a tail object; parts cannot be read back before
+    completion, so only uploads still within their tail (under 5 MiB) can be looked at.
+    """
+    store = app.state.store
+    if store.local:
+        path = file_path(app.state.settings, file_id)
+        return path.read_bytes() if path.exists() else None
+    row = await get_row(app, file_id)
+    if row is not None and row.multipart and row.state == "uploading":
+        assert not row.multipart["parts"], "the parts of an unfinished S3 upload cannot be read"
+        return await store._get(row.multipart["tail_key"]) if row.multipart["tail"] else b""
+    if row is not None and row.multipart:  # removed: neither its multipart upload nor its tail is left
+        assert not await s3_leftovers(app, file_id)
+    if await store.stat(file_id) is None:
+        return None
+    return b"".join([block async for block in store.read_range(file_id, 0, (await store.stat(file_id)).size - 1)])
+
+
+async def s3_leftovers(app: FastAPI, file_id: str) -> list[str]:
+    """What S3 still holds of an upload: open multipart uploads and objects under its key."""
+    store = app.state.store
+    key = store.key(file_id)
+    uploads = await store.s3.list_multipart_uploads(Bucket=store.bucket, Prefix=key)
+    objects = await store.s3.list_objects_v2(Bucket=store.bucket, Prefix=key)
+    return [u["Key"] for u in uploads.get("Uploads", [])] + [o["Key"] for o in objects.get("Contents", [])]

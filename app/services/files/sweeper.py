@@ -6,14 +6,14 @@ sweeper (every upload_sweep_seconds, on every replica — the UPDATEs make it id
   uploading + expires_at passed + not locked ──▶ expired ──▶ bytes unlinked, row deleted
   deleted tombstones older than the expiry period ──▶ row deleted
 start-up: every unlocked unfinished upload's file is cut back to its committed offset
-  (bytes past it were never acknowledged), or its offset lowered to the bytes that exist.
+  (bytes past it were never acknowledged), or its offset lowered to the bytes that exist
+  (on S3 the row's part list is the truth already); bytes go through the ByteStore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -23,9 +23,8 @@ from sqlalchemy import delete, or_, select, update
 from app.config import Settings
 from app.db import Database
 from app.models import File, new_id, utcnow
-from app.services.files import writer
 from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING
-from app.services.files.storage import file_path
+from app.services.files.store import ByteStore, store_for
 
 logger = logging.getLogger("tsm.uploads")
 
@@ -33,17 +32,9 @@ logger = logging.getLogger("tsm.uploads")
 _background: set[asyncio.Task[None]] = set()
 
 
-def _hash_file(path: Any) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-async def _fill_sha256(database: Database, settings: Settings, file_id: str) -> None:
+async def _fill_sha256(database: Database, store: ByteStore, file_id: str) -> None:
     try:
-        value = await asyncio.to_thread(_hash_file, file_path(settings, file_id))
+        value = await store.sha256(file_id)
         async with database.sessionmaker() as session:
             await session.execute(update(File).where(File.id == file_id, File.state == COMPLETE).values(sha256=value))
             await session.commit()
@@ -51,13 +42,13 @@ async def _fill_sha256(database: Database, settings: Settings, file_id: str) -> 
         logger.warning("could not compute the SHA-256 of file %s", file_id, exc_info=True)
 
 
-def compute_sha256_later(database: Database, settings: Settings, file_id: str) -> None:
-    task = asyncio.create_task(_fill_sha256(database, settings, file_id))
+def compute_sha256_later(database: Database, store: ByteStore, file_id: str) -> None:
+    task = asyncio.create_task(_fill_sha256(database, store, file_id))
     _background.add(task)
     task.add_done_callback(_background.discard)
 
 
-async def sweep_expired(database: Database, settings: Settings) -> int:
+async def sweep_expired(database: Database, settings: Settings, store: ByteStore) -> int:
     """Remove expired unfinished uploads (bytes and rows) and old tombstones; returns rows removed."""
     now = utcnow()
     async with database.sessionmaker() as session:
@@ -76,26 +67,26 @@ async def sweep_expired(database: Database, settings: Settings) -> int:
         doomed = list(
             (
                 await session.execute(
-                    select(File.id, File.state).where(
-                        or_(File.state == EXPIRED, (File.state == DELETED) & (File.updated_at < old))
-                    )
+                    select(File).where(or_(File.state == EXPIRED, (File.state == DELETED) & (File.updated_at < old)))
                 )
-            ).all()
+            ).scalars()
         )
-    for file_id, _state in doomed:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(file_path(settings, file_id).unlink, missing_ok=True)
+    for row in doomed:
+        try:  # an unfinished upload on S3: its multipart upload is aborted, its tail deleted
+            await store_for(store, settings, row.origin).delete(row.id, row.multipart)
+        except Exception:
+            logger.warning("could not remove the bytes of file %s", row.id, exc_info=True)
     if not doomed:
         return 0
     async with database.sessionmaker() as session:
         await session.execute(
-            delete(File).where(File.id.in_([d[0] for d in doomed]), File.state.in_((EXPIRED, DELETED)))
+            delete(File).where(File.id.in_([row.id for row in doomed]), File.state.in_((EXPIRED, DELETED)))
         )
         await session.commit()
     return len(doomed)
 
 
-async def reconcile_uploads(database: Database, settings: Settings) -> int:
+async def reconcile_uploads(database: Database, settings: Settings, store: ByteStore) -> int:
     """At start-up: make every unlocked unfinished upload's offset and file size agree, and hash
     finished uploads whose SHA-256 a stopped process never got to."""
     now = utcnow()
@@ -107,7 +98,7 @@ async def reconcile_uploads(database: Database, settings: Settings) -> int:
             )
         ).scalars()
         for file_id in unhashed:
-            compute_sha256_later(database, settings, file_id)
+            compute_sha256_later(database, store, file_id)
         rows = list(
             (
                 await session.execute(
@@ -132,42 +123,36 @@ async def reconcile_uploads(database: Database, settings: Settings) -> int:
             await session.commit()
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             continue  # a live writer elsewhere owns it
-        path = file_path(settings, row.id)
-        size = await writer.file_size(path)
-        offset = row.offset
-        if size is None:
-            path.touch()
-            offset = 0
-        elif size > offset:
-            await writer.truncate(path, offset)
-        elif size < offset:
-            offset = size
+        short = await store.prepare(row)
+        offset = row.offset if short is None else short
         values: dict[str, Any] = {"offset": offset, "lock_token": None, "lock_expires_at": None}
         if offset != row.offset:
             values["updated_at"] = utcnow()
             fixed += 1
         if row.length is not None and offset == row.length:
-            values.update(state=COMPLETE, completed_at=utcnow(), expires_at=None)
+            await store.finish(row.id, row.multipart)  # a crash between the last byte and the commit
+            values.update(state=COMPLETE, completed_at=utcnow(), expires_at=None, multipart=None)
         async with database.sessionmaker() as session:
             await session.execute(update(File).where(File.id == row.id, File.lock_token == token).values(**values))
             await session.commit()
         if values.get("state") == COMPLETE:
-            compute_sha256_later(database, settings, row.id)
+            compute_sha256_later(database, store, row.id)
     return fixed
 
 
 class UploadSweeper:
     """The background loop the lifespan starts and stops."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, store: ByteStore) -> None:
         self.database = database
         self.settings = settings
+        self.store = store
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             try:
-                removed = await sweep_expired(self.database, self.settings)
+                removed = await sweep_expired(self.database, self.settings, self.store)
                 if removed:
                     logger.info("removed %d expired or terminated uploads", removed)
             except Exception:

@@ -7,8 +7,9 @@ One PATCH at a time per upload, across replicas, through a lease on the row:
        AND (lock_token IS NULL OR lock_expires_at < now)       -- 0 rows → 409 / 423
 
 While the body streams, a heartbeat renews the lease and (when no checksum is pending) commits
-the offset up to the last fdatasync. The final UPDATE is fenced by the token, so a writer that
-lost its lease can never move the offset. Offsets only ever name bytes already on disk.
+the offset up to the last fdatasync (on S3: the last acknowledged part, with the part list).
+The final UPDATE is fenced by the token, so a writer that lost its lease can never move the
+offset. Offsets only ever name bytes already in the store (app/services/files/store.py).
 
 Lock and progress updates commit without waiting for the database's WAL flush (PostgreSQL
 ``synchronous_commit = off``): a database crash can only lose the newest of them, which moves
@@ -29,7 +30,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import aiofiles
 from sqlalchemy import or_, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,7 +48,7 @@ from app.errors import (
 from app.models import File, new_id, utcnow
 from app.services.files import writer
 from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
-from app.services.files.storage import file_path
+from app.services.files.store import ByteStore, store_for
 from app.services.files.sweeper import compute_sha256_later
 from app.services.owners.keys import Principal
 from app.services.owners.limits import check_open_uploads, check_storage, hold_quota
@@ -77,6 +77,7 @@ def _check_size(settings: Settings, length: int) -> None:
 async def create_upload(
     database: Database,
     settings: Settings,
+    store: ByteStore,
     principal: Principal,
     *,
     length: int | None,
@@ -84,7 +85,7 @@ async def create_upload(
     filename: str | None,
     content_type: str | None,
 ) -> File:
-    """A new, empty upload (row + zero-byte file), after every limit has been checked.
+    """A new, empty upload (row + room in the store), after every limit has been checked.
 
     ``length`` None is a deferred length; ``filename`` and ``content_type`` come already made safe.
     """
@@ -111,8 +112,7 @@ async def create_upload(
         )
         session.add(row)
         await session.flush()
-        async with aiofiles.open(file_path(settings, row.id), "wb"):
-            pass
+        row.multipart = await store.create(row.id, empty=length == 0)
         await session.commit()
     return row
 
@@ -227,9 +227,11 @@ async def _heartbeat(
         await asyncio.sleep(settings.lease_seconds / 3)
         now = utcnow()
         values: dict[str, Any] = {"lock_expires_at": now + timedelta(seconds=settings.lease_seconds)}
-        durable = state.durable
+        durable, multipart = state.durable, state.multipart  # read together: they agree
         if commit and durable > committed:
             values.update(offset=durable, updated_at=now)
+            if multipart is not None:
+                values["multipart"] = multipart
         try:
             row = await _fenced_update(database, file_id, token, **values)
         except Exception:  # a database hiccup must not kill the upload; the next beat retries
@@ -241,23 +243,18 @@ async def _heartbeat(
         committed = max(committed, durable) if commit else committed
 
 
-async def _prepare_file(settings: Settings, row: File, database: Database, token: str) -> None:
-    """Bytes past the committed offset are leftovers of a crashed writer: cut them off."""
-    path = file_path(settings, row.id)
-    size = await writer.file_size(path)
-    if size is None and row.offset == 0:
-        async with aiofiles.open(path, "wb"):
-            return
-    if size is None or size < row.offset:
-        await _release(database, row.id, token, offset=size or 0)
+async def _prepare_file(store: ByteStore, row: File, database: Database, token: str) -> None:
+    """Bytes past the committed offset are leftovers of a crashed writer: the store cuts them off."""
+    short = await store.prepare(row)
+    if short is not None:
+        await _release(database, row.id, token, offset=short)
         raise Conflict("the upload's stored bytes are shorter than its offset; HEAD for the offset and resume")
-    if size > row.offset:
-        await writer.truncate(path, row.offset)
 
 
 async def append(
     database: Database,
     settings: Settings,
+    store: ByteStore,
     principal: Principal,
     file_id: str,
     request: PatchRequest,
@@ -267,7 +264,7 @@ async def append(
     token, row = await _acquire(database, settings, principal, file_id, request)
     try:
         length, limit, message = await _limits(database, settings, row, token, request)
-        return await _write(database, settings, row, token, request, length, limit, message, chunks)
+        return await _write(database, settings, store, row, token, request, length, limit, message, chunks)
     except BaseException:
         # Free the upload at once (a no-op if already released); the next PATCH trims unacknowledged bytes.
         with contextlib.suppress(Exception):
@@ -309,6 +306,7 @@ async def _limits(
 async def _write(
     database: Database,
     settings: Settings,
+    store: ByteStore,
     row: File,
     token: str,
     request: PatchRequest,
@@ -317,16 +315,15 @@ async def _write(
     message: str,
     chunks: AsyncIterator[bytes],
 ) -> File:
-    await _prepare_file(settings, row, database, token)
-    path = file_path(settings, row.id)
-    state = writer.WriteState(start=row.offset, durable=row.offset)
+    await _prepare_file(store, row, database, token)
+    state = writer.WriteState(start=row.offset, durable=row.offset, multipart=row.multipart)
     checksum = writer.new_hasher(request.checksum[0]) if request.checksum else None
     state.hashers = [checksum] if checksum is not None else []
     beat = asyncio.create_task(_heartbeat(database, settings, row.id, token, state, commit=checksum is None))
     too_large: PayloadTooLarge | None = None
     try:
-        complete = await writer.receive(
-            path, state, chunks, limit=limit, limit_message=message, expected=request.content_length
+        complete = await store.receive(
+            row, state, chunks, limit=limit, limit_message=message, expected=request.content_length, length=length
         )
     except PayloadTooLarge as exc:
         too_large, complete = exc, False
@@ -346,7 +343,7 @@ async def _write(
         and request.checksum is not None
         and (not complete or checksum.digest() != request.checksum[1])
     ):
-        await writer.truncate(path, row.offset)
+        await store.discard(row, state)
         await _release(database, row.id, token, offset=row.offset, length=length)
         if too_large is not None:
             raise too_large
@@ -360,22 +357,38 @@ async def _write(
     offset = state.durable
     done = length is not None and offset >= length
     values: dict[str, Any] = {"offset": offset, "length": length, "updated_at": now}
+    if state.multipart is not None:
+        values["multipart"] = state.multipart
     if done:
-        values.update(state=COMPLETE, completed_at=now, expires_at=None)
+        await _name_every_part(database, row.id, token, offset, state)
+        await store.finish(row.id, state.multipart)  # one whole object before anyone sees `complete`
+        values.update(state=COMPLETE, completed_at=now, expires_at=None, multipart=None)
     elif offset > row.offset:
         values["expires_at"] = now + timedelta(seconds=settings.upload_expiry_seconds)
     # Completion is the one commit a client cannot recover from losing (it stops sending): wait for it.
     updated = await _release(database, row.id, token, wait_for_wal=done, **values)
     if updated is None:
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
+    await store.settled(row, state)
     if done:  # the whole-file SHA-256 is computed off the request path
-        compute_sha256_later(database, settings, row.id)
+        compute_sha256_later(database, store, row.id)
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
     return updated
 
 
-async def terminate(database: Database, settings: Settings, principal: Principal, file_id: str) -> None:
+async def _name_every_part(database: Database, file_id: str, token: str, offset: int, state: writer.WriteState) -> None:
+    """On S3 the row lists every part before they become one object: a crash between the two
+    leaves offset == length, which start-up (or the next PATCH) completes again."""
+    if state.multipart is None:
+        return
+    if await _fenced_update(database, file_id, token, offset=offset, multipart=state.multipart) is None:
+        raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
+
+
+async def terminate(
+    database: Database, settings: Settings, store: ByteStore, principal: Principal, file_id: str
+) -> None:
     """tus termination: the row becomes a `deleted` tombstone and the bytes are removed."""
     async with database.sessionmaker() as session:
         row = await find_file(session, principal, file_id)
@@ -398,4 +411,4 @@ async def terminate(database: Database, settings: Settings, principal: Principal
         await session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Locked("a PATCH is writing to this upload right now; try again when it has finished")
-    await asyncio.to_thread(file_path(settings, row.id).unlink, missing_ok=True)
+    await store_for(store, settings, row.origin).delete(row.id, row.multipart)

@@ -62,6 +62,8 @@ class WriteState:
     received: int = 0
     lock_lost: bool = False
     hashers: list[Any] = field(default_factory=list)
+    # What the store needs to continue the upload, as of ``durable`` (object storage only).
+    multipart: dict[str, Any] | None = None
 
 
 async def truncate(path: Path, size: int) -> None:

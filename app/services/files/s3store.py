@@ -1,0 +1,312 @@
+"""Bytes in S3-compatible object storage (aiobotocore): tus uploads as multipart uploads.
+
+    create          CreateMultipartUpload → File.multipart = {upload_id, parts: [], tail: 0}
+    PATCH body ──▶  [old tail object] + body gathers in memory
+                ──▶ every part size (5 MiB, more past 50 GB: S3 takes 10 000 parts at most):
+                    UploadPart (one in flight while the next gathers);
+                    acknowledged → parts += {number, etag, size}, state.durable moves
+    body ends   ──▶ the upload's length reached: the rest is the last part, CompleteMultipartUpload
+                    otherwise: the rest (less than a part) is PUT as a new tail object
+    offset == sum(part sizes) + tail, all of it in the row: any replica continues the upload
+
+As with tusd's s3store, a tail object holds what does not fill a part (S3 refuses parts under
+5 MiB but the last). Each tail gets a fresh key, so a PATCH whose checksum fails leaves the
+previous tail intact; the superseded one is deleted once the row has moved on. A part that was
+uploaded but never entered the row is harmless: its number is reused by the next PATCH, and
+completion names only the listed parts. Termination and expiry abort the multipart upload and
+delete the tail. Downloads are ranged GETs, read ahead one block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from app.config import Settings
+from app.errors import PayloadTooLarge
+from app.metrics import BYTES_UPLOADED
+from app.models import File
+from app.services.files import writer
+from app.services.files.store import ByteStore, Stat, read_ahead
+
+PART_BYTES = 5 << 20  # S3's smallest part but the last
+MAX_PARTS = 10_000  # S3's most parts in one upload: larger uploads need larger parts
+MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _missing(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    return str(error.get("Code")) in MISSING
+
+
+class S3Store:
+    local = False
+
+    def __init__(self, client: Any, bucket: str, prefix: str, max_upload_bytes: int) -> None:
+        self.s3, self.bucket, self.prefix = client, bucket, prefix
+        self.max_upload_bytes = max_upload_bytes
+
+    def part_bytes(self, length: int | None) -> int:
+        """PART_BYTES, or more when the upload (or, length unknown, the largest one) needs it."""
+        return max(PART_BYTES, -(-(length or self.max_upload_bytes) // (MAX_PARTS - 1)))
+
+    def key(self, file_id: str) -> str:
+        return f"{self.prefix}files/{file_id}"
+
+    # -- uploads --------------------------------------------------------------------------
+
+    async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
+        if empty:
+            await self.s3.put_object(Bucket=self.bucket, Key=self.key(file_id), Body=b"")
+            return None
+        made = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key(file_id))
+        return {"upload_id": made["UploadId"], "parts": [], "tail": 0, "tail_key": None}
+
+    async def prepare(self, row: File) -> int | None:
+        return None  # the row's part list is the truth: nothing past it was ever counted
+
+    async def receive(
+        self,
+        row: File,
+        state: writer.WriteState,
+        chunks: AsyncIterator[bytes],
+        *,
+        limit: int,
+        limit_message: str,
+        expected: int | None,
+        length: int | None,
+    ) -> bool:
+        if not row.multipart:  # complete already (one object): there is no room for another byte
+            async for chunk in chunks:
+                state.received += len(chunk)
+                if state.received > limit:
+                    raise PayloadTooLarge(limit_message)
+            return True
+        multipart = dict(row.multipart)
+        state.multipart = multipart
+        pipeline = _PartPipeline(self, row.id, state, multipart, self.part_bytes(length))
+        if multipart["tail"]:
+            tail = await self._get(multipart["tail_key"])
+            if len(tail) != multipart["tail"]:  # never build on bytes the row does not describe
+                raise RuntimeError(f"the tail of upload {row.id} holds {len(tail)} bytes, not {multipart['tail']}")
+            pipeline.buffer += tail
+        complete = True
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                state.received += len(chunk)
+                if state.received > limit:
+                    raise PayloadTooLarge(limit_message)
+                if state.lock_lost:
+                    raise writer.LockLost()
+                for hasher in state.hashers:
+                    hasher.update(chunk)
+                await pipeline.add(chunk)
+        except writer.BodyInterrupted:
+            complete = False
+        finally:
+            # Whatever happened, what was received is kept: as parts, then as the tail.
+            await pipeline.finish(final=length is not None and pipeline.end() >= length)
+        return complete
+
+    async def discard(self, row: File, state: writer.WriteState) -> None:
+        new_tail = (state.multipart or {}).get("tail_key")
+        if new_tail and new_tail != (row.multipart or {}).get("tail_key"):
+            await self._delete_key(new_tail)
+
+    async def settled(self, before: File, state: writer.WriteState) -> None:
+        old_tail = (before.multipart or {}).get("tail_key")
+        if old_tail and old_tail != (state.multipart or {}).get("tail_key"):
+            with contextlib.suppress(Exception):
+                await self._delete_key(old_tail)
+
+    async def upload_part(self, file_id: str, upload_id: str, number: int, data: bytes) -> str:
+        answer = await self.s3.upload_part(
+            Bucket=self.bucket, Key=self.key(file_id), UploadId=upload_id, PartNumber=number, Body=data
+        )
+        BYTES_UPLOADED.inc(len(data))
+        return str(answer["ETag"])
+
+    async def put_tail(self, file_id: str, data: bytes) -> str:
+        key = f"{self.key(file_id)}.tail-{secrets.token_hex(8)}"
+        await self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        return key
+
+    async def finish(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        """Complete the multipart upload into one object (again after a crash: then it may be done)."""
+        if not multipart:
+            return
+        parts = [{"PartNumber": p["number"], "ETag": p["etag"]} for p in multipart["parts"]]
+        try:
+            await self.s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key(file_id),
+                UploadId=multipart["upload_id"],
+                MultipartUpload={"Parts": parts},
+            )
+        except ClientError as exc:
+            if not (_missing(exc) and await self.stat(file_id) is not None):
+                raise
+        if multipart.get("tail_key"):
+            with contextlib.suppress(Exception):
+                await self._delete_key(multipart["tail_key"])
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _get(self, key: str) -> bytes:
+        answer = await self.s3.get_object(Bucket=self.bucket, Key=key)
+        async with answer["Body"] as body:
+            return bytes(await body.read())
+
+    async def stat(self, file_id: str) -> Stat | None:
+        try:
+            head = await self.s3.head_object(Bucket=self.bucket, Key=self.key(file_id))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return Stat(int(head["ContentLength"]), int(head["LastModified"].timestamp()) * 1_000_000_000)
+
+    async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
+        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id), Range=f"bytes={first}-{last}")
+        async with answer["Body"] as body:
+            async for block in read_ahead(body.read, last - first + 1):
+                yield block
+
+    async def sha256(self, file_id: str) -> str:
+        digest = hashlib.sha256()
+        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id))
+        async with answer["Body"] as body:
+            while block := await body.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    # -- removing ---------------------------------------------------------------------------
+
+    async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        if multipart and multipart.get("upload_id"):
+            try:
+                await self.s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key(file_id), UploadId=multipart["upload_id"]
+                )
+            except ClientError as exc:
+                if not _missing(exc):
+                    raise
+            if multipart.get("tail_key"):
+                await self._delete_key(multipart["tail_key"])
+        await self._delete_key(self.key(file_id))
+
+    async def _delete_key(self, key: str) -> None:
+        try:
+            await self.s3.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+
+
+class _PartPipeline:
+    """Body bytes gather into parts; one part uploads while the next one gathers.
+
+    ``state.durable`` and ``state.multipart`` move together, only when S3 acknowledged a part
+    (or the tail), so whatever the heartbeat commits is consistent.
+    """
+
+    def __init__(
+        self, store: S3Store, file_id: str, state: writer.WriteState, multipart: dict[str, Any], part_bytes: int
+    ) -> None:
+        self.store, self.file_id, self.state, self.part_bytes = store, file_id, state, part_bytes
+        self.parts: list[dict[str, Any]] = list(multipart["parts"])
+        self.upload_id: str = multipart["upload_id"]
+        self.base = sum(int(p["size"]) for p in self.parts)  # bytes in acknowledged parts
+        self.buffer = bytearray()
+        self.sending: asyncio.Task[None] | None = None
+        self.in_flight = 0
+        self.broken = False
+
+    def end(self) -> int:
+        return self.base + self.in_flight + len(self.buffer)
+
+    async def add(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        if len(self.buffer) >= self.part_bytes:
+            await self._send(bytes(self.buffer))
+            self.buffer = bytearray()
+
+    async def _send(self, data: bytes) -> None:
+        await self._wait()
+        self.in_flight = len(data)
+        self.sending = asyncio.create_task(self._upload(data))
+
+    async def _wait(self) -> None:
+        if self.sending is not None:
+            sending, self.sending = self.sending, None
+            await sending
+
+    async def _upload(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        try:
+            etag = await self.store.upload_part(self.file_id, self.upload_id, number, data)
+        except BaseException:
+            self.broken = True  # these bytes are gone: nothing after them may be kept
+            raise
+        self.parts.append({"number": number, "etag": etag, "size": len(data)})
+        self.base += len(data)
+        self.in_flight = 0
+        self._publish(tail=0, tail_key=None)
+
+    def _publish(self, *, tail: int, tail_key: str | None) -> None:
+        parts = list(self.parts)
+        self.state.multipart = {"upload_id": self.upload_id, "parts": parts, "tail": tail, "tail_key": tail_key}
+        self.state.durable = self.base + tail
+
+    async def finish(self, *, final: bool) -> None:
+        """Keep the rest: as the last part when the upload is whole, else as a new tail."""
+        try:
+            await self._wait()
+        finally:
+            self.sending = None
+        rest = bytes(self.buffer)
+        if self.broken:
+            return
+        if final:
+            if rest or not self.parts:
+                await self._upload(rest)
+            return
+        if rest and self.base + len(rest) > self.state.durable:
+            tail_key = await self.store.put_tail(self.file_id, rest)
+            self._publish(tail=len(rest), tail_key=tail_key)
+
+
+@contextlib.asynccontextmanager
+async def open_s3_store(settings: Settings) -> AsyncIterator[ByteStore]:
+    bucket, prefix = _split_url(settings.storage_url)
+    credentials: dict[str, Any] = {}
+    if settings.s3_access_key_id:
+        credentials = {
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
+        }
+    config = AioConfig(max_pool_connections=64, s3={"addressing_style": "path"}, retries={"max_attempts": 3})
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.s3_region,
+        config=config,
+        **credentials,
+    ) as client:
+        yield S3Store(client, bucket, prefix, settings.max_upload_bytes)

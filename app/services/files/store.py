@@ -1,0 +1,205 @@
+"""One interface for a file's bytes, two places to keep them.
+
+    ByteStore            create · prepare · receive (append durably) · finish · discard · stat
+                         read_range · sha256 · delete · forget
+      LocalStore         storage/files/<id> through aiofiles and writer.py (fsync rules there)
+      S3Store            s3://bucket/prefix/files/<id> (app/services/files/s3store.py)
+
+``open_store(settings)`` (stores.py) picks one from ``TSM_STORAGE_URL`` for the app's lifetime. Every
+upload keeps what the store needs to continue it in its row (``File.multipart``: None on the
+local directory), so any replica can pick up an upload another one began.
+
+Export results and reject files are still written by their tasks to the local directory:
+:func:`store_for` sends those rows to the local store whatever the setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiofiles
+import aiofiles.os
+
+from app.config import Settings
+from app.errors import NotFound
+from app.metrics import BYTES_DOWNLOADED
+from app.models import File
+from app.services.files import writer
+from app.services.files.catalog import FileOrigin
+from app.services.files.storage import file_path
+
+READ_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Stat:
+    size: int
+    mtime_ns: int
+
+
+class ByteStore(Protocol):
+    """What uploads, downloads and the sweeper need of the place bytes live."""
+
+    local: bool
+
+    async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
+        """Room for a new upload (``empty``: already complete); returns its ``File.multipart``."""
+        ...
+
+    async def prepare(self, row: File) -> int | None:
+        """Before a PATCH or at start-up: drop bytes past ``row.offset``. Returns the bytes that
+        really exist when that is fewer than the offset (the caller lowers it), else None."""
+        ...
+
+    async def receive(
+        self,
+        row: File,
+        state: writer.WriteState,
+        chunks: AsyncIterator[bytes],
+        *,
+        limit: int,
+        limit_message: str,
+        expected: int | None,
+        length: int | None,
+    ) -> bool:
+        """Append ``chunks`` at ``row.offset``, moving ``state.durable`` (and ``state.multipart``)
+        only past bytes the store acknowledged (:meth:`finish` follows once ``length`` is
+        reached). False if the body was cut short. Raises PayloadTooLarge and writer.LockLost."""
+        ...
+
+    async def finish(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        """Every byte is there (and verified): make the file one whole, downloadable thing."""
+        ...
+
+    async def discard(self, row: File, state: writer.WriteState) -> None:
+        """Undo a PATCH that must not count (a failed checksum): back to ``row.offset``."""
+        ...
+
+    async def settled(self, before: File, state: writer.WriteState) -> None:
+        """The row now holds ``state``'s outcome: drop what it superseded (best effort)."""
+        ...
+
+    async def stat(self, file_id: str) -> Stat | None: ...
+
+    def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
+        """Bytes ``first..last`` (inclusive) of a complete file, the next block read ahead."""
+        ...
+
+    async def sha256(self, file_id: str) -> str: ...
+
+    async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        """Remove the bytes of a file in any state (an unfinished upload's pieces too)."""
+        ...
+
+
+class LocalStore:
+    """Today's storage: storage/files/<id>, written by writer.py, read with aiofiles."""
+
+    local = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
+        async with aiofiles.open(file_path(self.settings, file_id), "wb"):
+            pass
+        return None
+
+    async def prepare(self, row: File) -> int | None:
+        path = file_path(self.settings, row.id)
+        size = await writer.file_size(path)
+        if size is None:
+            async with aiofiles.open(path, "wb"):
+                return 0 if row.offset else None
+        if size < row.offset:
+            return size
+        if size > row.offset:
+            await writer.truncate(path, row.offset)
+        return None
+
+    async def receive(
+        self,
+        row: File,
+        state: writer.WriteState,
+        chunks: AsyncIterator[bytes],
+        *,
+        limit: int,
+        limit_message: str,
+        expected: int | None,
+        length: int | None,
+    ) -> bool:
+        path = file_path(self.settings, row.id)
+        return await writer.receive(path, state, chunks, limit=limit, limit_message=limit_message, expected=expected)
+
+    async def finish(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        return None
+
+    async def discard(self, row: File, state: writer.WriteState) -> None:
+        await writer.truncate(file_path(self.settings, row.id), row.offset)
+
+    async def settled(self, before: File, state: writer.WriteState) -> None:
+        return None
+
+    async def stat(self, file_id: str) -> Stat | None:
+        try:
+            found = await aiofiles.os.stat(file_path(self.settings, file_id))
+        except FileNotFoundError:
+            return None
+        return Stat(found.st_size, found.st_mtime_ns)
+
+    async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
+        async with aiofiles.open(file_path(self.settings, file_id), "rb", buffering=0) as handle:
+            await handle.seek(first)
+            async for block in read_ahead(handle.read, last - first + 1):
+                yield block
+
+    async def sha256(self, file_id: str) -> str:
+        return await asyncio.to_thread(_hash_file, file_path(self.settings, file_id))
+
+    async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
+        await asyncio.to_thread(file_path(self.settings, file_id).unlink, missing_ok=True)
+
+
+def _hash_file(path: Any) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def read_ahead(read: Any, remaining: int) -> AsyncIterator[bytes]:
+    """``remaining`` bytes from ``read(n)``, 1 MiB at a time, each read overlapping the send of
+    the block before. A short read (the bytes shrank under us) ends the body early."""
+    pending: asyncio.Future[bytes] | None = asyncio.ensure_future(read(min(READ_BYTES, remaining)))
+    try:
+        while pending is not None:
+            block = await pending
+            pending = None
+            if not block:
+                return  # the short body makes the client retry
+            remaining -= len(block)
+            if remaining > 0:
+                pending = asyncio.ensure_future(read(min(READ_BYTES, remaining)))
+            BYTES_DOWNLOADED.inc(len(block))
+            yield block
+    finally:
+        if pending is not None:  # the client went away mid-read: let the read finish before closing
+            with contextlib.suppress(Exception):
+                await pending
+
+
+def store_for(store: ByteStore, settings: Settings, origin: str) -> ByteStore:
+    """Uploads live in the configured store; files tasks write (exports, rejects) stay local for now."""
+    if origin == FileOrigin.UPLOAD or store.local:
+        return store
+    return LocalStore(settings)
+
+
+def missing(file_id: str) -> NotFound:
+    return NotFound(f"the bytes of file {file_id} are missing")
