@@ -47,8 +47,9 @@ def _create_key(url: str, storage: Path) -> str:
 def _schemathesis(server: LiveServer, tmp_path: Path, examples: int, *headers: str) -> subprocess.CompletedProcess[str]:
     command = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "--no-color", "run", f"{server.url}/openapi.json"]
     command += ["--checks", "all", "--seed", SEED, "--max-examples", str(examples)]
-    # One worker: CPython 3.11 before 3.11.9 checks AST recursion depth in shared state, so hypothesis
-    # compiling in two threads at once can die with "AST constructor recursion depth mismatch".
+    # One worker: this CPython keeps the AST validator's recursion depth in shared state (gh-106905),
+    # so hypothesis compiling in two threads at once can die with "AST constructor recursion depth
+    # mismatch".
     command += ["--workers", "1", "--request-timeout", "10", "--report-dir", str(tmp_path / "report")]
     for header in headers:
         command += ["--header", header]
