@@ -257,6 +257,7 @@ class Sampler:
             records = csv_scan.split_records(buf[start:cut], self.quote) if cut and cut > start else []
             if len(records) >= count or len(buf) >= self.end or len(buf) >= HEAD_SAMPLE_CAP:
                 break
+            self.handle.seek(len(buf))  # the plan has read the tail since
             more = self.handle.read(max(SAMPLE_BYTES, len(buf)))
             if not more:
                 break
