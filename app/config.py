@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # Largest import batch (one COPY + checkpoint per batch); a pause cancels a running batch.
     import_batch_bytes: int = Field(32 * 1024**2, ge=1024)
     export_page_rows: int = Field(50_000, ge=1)
+    # Records an import samples (spread over head, middle and tail) to infer its column types.
+    import_sample_records: int = Field(20_000, ge=1)
 
     @field_validator("kind_modules", "cors_origins", mode="before")
     @classmethod

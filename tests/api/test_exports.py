@@ -388,6 +388,61 @@ async def test_import_then_export_round_trip(exp, export_settings):
     assert task["result"]["rows"] == len(NASTY)
 
 
+TYPED_SOURCE = (
+    "id,flag,amount,day,at,at_tz,name\n"
+    '1,true,1.5,2024-01-02,2024-01-02 03:04:05,2024-01-02 03:04:05+02:00,"Smith, John"\n'
+    "2,f,1e3,2024-02-29,2024-02-29T23:59:59.5,2024-02-29T23:59:59Z,plain\n"
+    "3,,,,,,\n"
+    "4,false,2.50,1999-12-31,1999-12-31 00:00:00,1999-12-31 23:00:00-01:00,x\n"
+    "5,t,0.000001,2000-01-01,2000-01-01 12:00:00,2000-01-01 12:00:00.25+00:00,y\n"
+)
+# The same bytes from both databases: true/false, ISO 8601 (UTC with its offset), plain numbers
+TYPED_EXPORT = (
+    "id,flag,amount,day,at,at_tz,name\n"
+    '1,true,1.5,2024-01-02,2024-01-02T03:04:05,2024-01-02T01:04:05+00:00,"Smith, John"\n'
+    "2,false,1000,2024-02-29,2024-02-29T23:59:59.500000,2024-02-29T23:59:59+00:00,plain\n"
+    "3,,,,,,\n"
+    "4,false,2.5,1999-12-31,1999-12-31T00:00:00,2000-01-01T00:00:00+00:00,x\n"
+    "5,true,0.000001,2000-01-01,2000-01-01T12:00:00,2000-01-01T12:00:00.250000+00:00,y\n"
+)
+
+
+async def import_typed(client: httpx.AsyncClient, settings: Settings) -> dict[str, Any]:
+    (settings.storage_dir / "typed.csv").write_text(TYPED_SOURCE)
+    created = await client.post(
+        "/tasks", json={"kind": "import_csv", "params": {"path": "typed.csv", "table": "typed"}}
+    )
+    assert created.status_code == 201, created.text
+    imported = await wait_state(client, created.json()["id"], "succeeded", "failed")
+    assert imported["state"] == "succeeded", imported
+    return imported
+
+
+async def test_typed_round_trip_gives_the_same_bytes_on_both_databases(exp, export_settings):
+    _app, client = exp
+    imported = await import_typed(client, export_settings)
+    types = [c["type"] for c in imported["result"]["columns"]]
+    assert types == ["bigint", "boolean", "numeric", "date", "timestamp", "timestamptz", "text"]
+    _task, data = await export(client, export_settings, table="typed")
+    assert data.decode() == TYPED_EXPORT
+
+
+async def test_export_options_delimiter_header_null_and_quoting(exp, export_settings):
+    _app, client = exp
+    await import_typed(client, export_settings)
+    options = {"delimiter": ";", "header": False, "null": "NULL", "quoting": "all", "columns": ["id", "flag", "name"]}
+    _task, data = await export(client, export_settings, table="typed", **options)
+    assert data.decode().splitlines() == [
+        '"1";"true";"Smith, John"',
+        '"2";"false";"plain"',
+        '"3";NULL;NULL',
+        '"4";"false";"x"',
+        '"5";"true";"y"',
+    ]
+    _task, data = await export(client, export_settings, table="typed", columns=["id", "amount"], quoting="minimal")
+    assert data.decode().splitlines()[:3] == ["id,amount", "1,1.5", "2,1000"]
+
+
 async def test_sparse_integer_keys_and_empty_filtered_pages(exp, tables, export_settings):
     _app, client = exp
     keys = [-(2**63), -5, 0, 1, 2, 3, 10, 11, 12, 13, 14, 15, 1_000_000, 10**15, 2**63 - 1]

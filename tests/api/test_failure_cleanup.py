@@ -140,7 +140,7 @@ def test_kill_on_the_last_attempt_of_an_import_leaves_nothing(db_url: str, tmp_p
     storage.mkdir()
     count = 60_000
     source = write_csv(storage / "big.csv", count)
-    with source.open("r+b") as handle:  # one bad record after the type sample: a reject file
+    with source.open("r+b") as handle:  # a record that misses its declared type: a reject file
         lines = handle.read().split(b"\n")
         lines[1500] = b"not a number,x,1,y"
         handle.seek(0)
@@ -148,7 +148,8 @@ def test_kill_on_the_last_attempt_of_an_import_leaves_nothing(db_url: str, tmp_p
     settings = make_settings(db_url, storage)
     quota = 10_000_000
     env = {"TSM_IMPORT_BATCH_BYTES": 16384, "TSM_MAX_STORAGE_BYTES_PER_OWNER": quota}
-    params = {"path": "big.csv", "table": "big", "on_error": "skip"}
+    columns = [{"name": "id", "type": "bigint"}, {"name": "name"}, {"name": "amount"}, {"name": "note"}]
+    params = {"path": "big.csv", "table": "big", "on_error": "skip", "columns": columns}
     with LiveServer(db_url, storage, **env) as server:
         task_id = start(server, {"kind": "import_csv", "params": params, "max_attempts": 1})
         size = source.stat().st_size

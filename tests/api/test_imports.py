@@ -223,9 +223,9 @@ async def test_skip_writes_rejects(env: ImportEnv):
     download = await env.client.get(f"/files/{result['reject_file_id']}")
     assert download.status_code == 200, download.text
     body = download.text.splitlines()
-    assert body[0] == "line,error,record"
-    assert body[1].startswith("51,") and "not a number" in body[1]
-    assert body[2].startswith("121,")
+    assert body[0] == "line,column,error,record"
+    assert body[1].startswith("51,v,") and body[1].endswith(',"50,not a number"'), body[1]
+    assert body[2].startswith("121,,") and "120,1,extra" in body[2], body[2]
     info = (await env.client.get(f"/files/{result['reject_file_id']}/info")).json()
     assert info["state"] == "complete" and info["origin"] == "rejects"
 

@@ -33,7 +33,7 @@ EXPORT_KEYS = {"file_id", "filename", "key", "position", "offset", "rows", "tota
 def test_import_checkpoint_keeps_its_stored_keys() -> None:
     assert CHECKPOINT_VERSION == 1
     assert ImportCheckpoint.__required_keys__ == IMPORT_KEYS
-    assert ImportCheckpoint.__optional_keys__ == frozenset()
+    assert ImportCheckpoint.__optional_keys__ == {"dialect", "inferred", "start", "first_line", "fallbacks"}
     assert SourceFingerprint.__required_keys__ == {"size", "mtime_ns", "sha256_head_tail"}
 
 

@@ -128,6 +128,9 @@ class ExportParams(KindParams):
     header: bool = Field(True, description="Write a header line with the column names.")
     delimiter: str = Field(",", min_length=1, max_length=1)
     null: str = Field("", max_length=64, description="How NULL is written (an empty text is then quoted).")
+    quoting: Literal["minimal", "all"] = Field(
+        "minimal", description="minimal: quotes only where needed; all: every value but NULL in quotes."
+    )
     filename: str | None = Field(None, min_length=1, max_length=255, description="Default: <table>.csv")
 
     @field_validator("table")
@@ -191,6 +194,7 @@ class ExportParams(KindParams):
             filters=[FilterSpec(f.column, f.op, f.value) for f in self.filters],
             delimiter=self.delimiter,
             null=self.null,
+            quoting=self.quoting,
         )
 
 

@@ -7,6 +7,15 @@ An export walks a table in keyset pages::
 
 ``position`` is opaque JSON owned by the source (the last key's values, or the next heap
 block for PostgreSQL's physical order); the checkpoint stores it with the file's byte offset.
+
+Both databases write each type the same way, so a table imported into SQLite and into
+PostgreSQL from one file exports to the same bytes::
+
+    boolean      true / false
+    timestamptz  2024-01-02T03:04:05.500000+00:00   (ISO 8601, in UTC, the fraction only if any)
+    timestamp    2024-01-02T03:04:05                 (ISO 8601, no offset: it has none)
+    date         2024-01-02
+    numeric      1.5, 1000, 0.000001                 (no exponent, no trailing zeros)
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class ExportPlan:
     filters: list[FilterSpec] = field(default_factory=list)
     delimiter: str = ","
     null: str = ""
+    quoting: str = "minimal"  # or "all": every value but NULL in quotes (COPY's FORCE_QUOTE *)
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,11 @@ def choose_key(
     )
 
 
-def csv_field(value: str, delimiter: str, null: str, single: bool) -> str:
+def csv_field(value: str, delimiter: str, null: str, single: bool, quote_all: bool = False) -> str:
     """PostgreSQL's COPY CSV quoting, so both databases write the same bytes for the same text."""
     if (
-        value == null
+        quote_all
+        or value == null
         or (single and value == "\\.")
         or delimiter in value
         or '"' in value

@@ -285,12 +285,13 @@ class PgSource:
             format="csv",
             delimiter=self.plan.delimiter,
             null=self.plan.null,
+            force_quote=self.plan.quoting == "all",
             encoding="UTF8",
         )
         return int(status.split()[-1]), chunks
 
     def _select(self) -> str:
-        return ", ".join(quote(c) for c in self.columns)
+        return ", ".join(canonical(quote(c), self.types[c]) for c in self.columns)
 
     async def _plan(self, position: Any, limit: int) -> PagePlan | None:
         if self.key == ["ctid"]:
@@ -380,6 +381,25 @@ class PagePlan:
 async def _connect(dsn: str) -> asyncpg.Connection:
     settings = {"standard_conforming_strings": "on", "application_name": "tsm-export"}
     return await asyncpg.connect(dsn, server_settings=settings)
+
+
+# ISO 8601 with a T; the fraction only when there is one (as Python's isoformat writes it)
+_ISO = "regexp_replace(to_char({value}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '\\.000000$', '')"
+
+
+def canonical(column: str, sql_type: str) -> str:
+    """The expression that writes ``column`` as both databases' exports do (see plan.py): not
+    aliased, so that ORDER BY still names the column itself."""
+    if sql_type == "boolean":
+        return f"{column}::text"  # true / false
+    if sql_type == "timestamp with time zone":
+        utc = _ISO.format(value=f"{column} AT TIME ZONE 'UTC'")
+        return f"CASE WHEN isfinite({column}) THEN {utc} || '+00:00' ELSE {column}::text END"
+    if sql_type.startswith("timestamp"):
+        return f"CASE WHEN isfinite({column}) THEN {_ISO.format(value=column)} ELSE {column}::text END"
+    if sql_type.startswith("numeric"):
+        return f"trim_scale({column})"  # no trailing zeros (an exponent it never writes)
+    return column
 
 
 def _text(value: Any) -> str:

@@ -4,7 +4,9 @@ One page is one statement (so one consistent read)::
 
     SELECT cols, key FROM t WHERE key > ? AND <filters> ORDER BY key LIMIT n
 
-The last row's key is the next position. Rows become CSV with the same quoting rules as
+The last row's key is the next position. Typed values are written as PostgreSQL's export
+writes them (plan.py: true/false, ISO 8601, numbers without exponent), by declared type. Rows
+become CSV with the same quoting rules as
 PostgreSQL's ``COPY ... (FORMAT csv)`` (a NULL is the ``null`` string unquoted; a text equal to
 it, or holding the delimiter, a quote or a line break, is quoted). Filters are bound ``?``
 parameters. The file is opened with ``query_only`` on: an export can never write to it.
@@ -16,7 +18,9 @@ import asyncio
 import math
 import re
 import sqlite3
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ from app.services.csv_export.plan import (
 )
 from app.services.owners.namespaces import quote
 
+BOOL_TRUE = frozenset({"t", "true", "y", "yes", "on", "1"})
+BOOL_FALSE = frozenset({"f", "false", "n", "no", "off", "0"})
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 MAX_PAGE_BYTES = 32 * 1024 * 1024
 NUMBER_CHARS = "0123456789.-+eEinfa"  # what str(int) / repr(float) can print
@@ -43,7 +49,7 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return "\\x" + value.hex()  # like PostgreSQL's bytea output
     if isinstance(value, float):
-        return repr(value)
+        return _plain_float(value)
     return str(value)
 
 
@@ -75,6 +81,7 @@ class SqliteSource:
         self.key: list[str] = []
         self.where: list[str] = []
         self.args: list[Any] = []
+        self.formats: list[Callable[[Any], Any] | None] = []  # per column, for typed values
 
     @classmethod
     async def open(cls, path: Path, plan: ExportPlan) -> SqliteSource:
@@ -112,6 +119,8 @@ class SqliteSource:
         ).fetchall()
         names = [row[0] for row in info]
         self.columns = check_columns(self.table, names, self.plan)
+        declared = {row[0]: row[1] or "" for row in info}
+        self.formats = [canonical(declared[c]) for c in self.columns]
         rowid = self._rowid_alias(names) if found[0] == "table" else None
         self.key = choose_key(
             self.table,
@@ -223,21 +232,92 @@ class SqliteSource:
         """Rows as CSV text; the common cells (numbers, plain text) skip the quoting function."""
         width, delimiter, null = len(self.columns), self.plan.delimiter, self.plan.null
         single = width == 1
+        quote_all = self.plan.quoting == "all"
         special = re.compile("[" + re.escape(delimiter + '"\r\n') + "]").search
         # Numbers need no quotes unless the delimiter or the null string could be one.
-        plain_numbers = delimiter not in NUMBER_CHARS and not (null and set(null) <= set(NUMBER_CHARS))
+        plain_numbers = (
+            delimiter not in NUMBER_CHARS and not (null and set(null) <= set(NUMBER_CHARS)) and not quote_all
+        )
+        formats = self.formats if any(self.formats) else None
         lines = []
         for row in rows:
             cells = []
-            for value in row[:width]:
+            for index, value in enumerate(row[:width]):
+                if formats is not None and value is not None and (format_value := formats[index]) is not None:
+                    value = format_value(value)
                 kind = type(value)
                 if value is None:
                     cells.append(null)
+                elif quote_all:
+                    cells.append(csv_field(_text(value) or "", delimiter, null, single, True))
                 elif kind is str and value != null and not special(value) and not (single and value == "\\."):
                     cells.append(value)
-                elif (kind is int or kind is float) and plain_numbers:
-                    cells.append(str(value) if kind is int else repr(value))
+                elif kind is int and plain_numbers:
+                    cells.append(str(value))
+                elif kind is float and plain_numbers:
+                    cells.append(_plain_float(value))
                 else:
                     cells.append(csv_field(_text(value) or "", delimiter, null, single))
             lines.append(delimiter.join(cells))
         return "\n".join(lines) + "\n"
+
+
+def _plain_float(value: float) -> str:
+    """A REAL as PostgreSQL writes a numeric: no exponent, no trailing zeros (1000, 0.5)."""
+    if not math.isfinite(value):
+        return {math.inf: "Infinity", -math.inf: "-Infinity"}.get(value, "NaN")
+    if value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, int):
+        return "true" if value else "false"
+    word = str(value).strip().lower()
+    return "true" if word in BOOL_TRUE else "false" if word in BOOL_FALSE else value
+
+
+def _timestamp(value: Any) -> Any:
+    try:
+        return datetime.fromisoformat(value).isoformat() if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
+def _timestamptz(value: Any) -> Any:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return value
+    if parsed is None:
+        return value
+    if parsed.tzinfo is None:  # stored without an offset: it is UTC (as PostgreSQL's TimeZone here)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()
+
+
+def _numeric(value: Any) -> Any:
+    if isinstance(value, float):
+        return _plain_float(value)
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return value
+        return format(number.normalize(), "f") if number.is_finite() else value
+    return value
+
+
+def canonical(declared: str) -> Callable[[Any], Any] | None:
+    """How a column of this declared type is written (the types import_csv creates)."""
+    upper = declared.upper()
+    if "BOOL" in upper:
+        return _boolean
+    if upper in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
+        return _timestamptz
+    if "TIMESTAMP" in upper or "DATETIME" in upper:
+        return _timestamp
+    if "NUMERIC" in upper or "DECIMAL" in upper:
+        return _numeric
+    return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.config import Settings
 from app.errors import Conflict, TSMError, Unprocessable
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.dialect import Dialect
+from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportCheckpoint, Loader, as_json
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
@@ -67,6 +69,8 @@ TRANSIENT_SQLITE_CODES = frozenset({5, 6, 7, 10, 13, 14, 15})
 STORAGE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError)
 
 logger = logging.getLogger("tsm.imports")
+# The loaders' words for a record with the wrong number of fields (SQLite's, PostgreSQL's)
+FIELD_COUNT_RE = re.compile(r"expected \d+ fields, found \d+|extra data after last expected column|missing data for")
 
 
 class ImportRetry(Exception):
@@ -88,7 +92,7 @@ class ImportCsv(TaskKind[ImportParams]):
         if params.file_id is not None or params.path is not None:
             path = await resolve_source(session, settings, principal, params.file_id, params.path)
             try:
-                plan = await asyncio.to_thread(make_plan, path, params)
+                plan = await asyncio.to_thread(make_plan, path, params, 1)  # names only: a tiny sample
             except csv_scan.CsvError as exc:
                 raise Unprocessable(f"cannot read the file's first record: {exc}") from None
         target = await target_columns(session, settings, principal.owner, params.table)
@@ -96,7 +100,7 @@ class ImportCsv(TaskKind[ImportParams]):
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
         if plan is not None and target is not None and params.mode == "append":
             try:
-                append_columns(plan.names, target, params.header)
+                append_columns(plan.names, target, plan.dialect.header)
             except ImportFailed as exc:
                 raise Unprocessable(f"cannot append to {params.table!r}: {exc}") from None
 
@@ -106,7 +110,7 @@ class ImportCsv(TaskKind[ImportParams]):
         try:
             return await job.run(checkpoint)
         except (ImportFailed, csv_scan.CsvError, TSMError, UnicodeError) as exc:
-            await job.give_up(exc.detail if isinstance(exc, TSMError) else str(exc))
+            await job.give_up(job.hinted(exc.detail if isinstance(exc, TSMError) else str(exc)))
         except STORAGE_ERRORS as exc:
             message, permanent = describe_error(exc)
             if permanent:
@@ -140,6 +144,27 @@ class _Job:
         self.settings = ctx.settings
         self.loader = open_loader(ctx, params, self.settings)
         self.clock = time.monotonic()
+        self.dialect: Dialect | None = None
+
+    def use_dialect(self, state: ImportCheckpoint) -> None:
+        """Parse with the dialect the import started with (a checkpoint from before sniffing
+        existed has none: its params' values, or the old defaults, were what it used)."""
+        params = self.params
+        legacy = {
+            "delimiter": params.delimiter or ",",
+            "quote": params.quote or '"',
+            "header": True if params.header is None else params.header,
+        }
+        self.dialect = Dialect.from_json(state.get("dialect") or legacy)
+        dialect = {"delimiter": self.dialect.delimiter, "quote": self.dialect.quote, "header": self.dialect.header}
+        self.params = params.model_copy(update=dialect)
+        self.loader.params = self.params
+
+    def hinted(self, message: str) -> str:
+        """A field-count error says which delimiter the file seems to use instead."""
+        if self.dialect is None or not FIELD_COUNT_RE.search(message):
+            return message
+        return message + self.dialect.hint()
 
     def close(self) -> None:
         self.loader.close()
@@ -175,11 +200,18 @@ class _Job:
             state = await self.start(path)
         elif await asyncio.to_thread(fingerprint, path) != state["source"]:
             raise ImportFailed("the source file changed since the import started; start a new import")
+        self.use_dialect(state)
         rejects = None
         if params.on_error == "skip":
             rejects = Rejects(self.settings, self.ctx.task_id, self.ctx.owner, params.table, state["reject_bytes"])
         if state["phase"] == "load":
-            await self.load(path, state, rejects)
+            while True:
+                try:
+                    await self.load(path, state, rejects)
+                    break
+                except TypeFallback as fallback:
+                    await self.widen(state, fallback, rejects)
+            self.check_error_limit(state, final=True)
             await self.publish(state, rejects)
         elif (work := self.loader.catch_up(rejects)) is not None:
             await self.ctx.checkpoint(as_json(state), work=work)
@@ -188,18 +220,22 @@ class _Job:
     async def start(self, path: Path) -> ImportCheckpoint:
         params = self.params
         source = await asyncio.to_thread(fingerprint, path)
-        plan = await asyncio.to_thread(make_plan, path, params)
+        sample = params.sample_records or self.settings.import_sample_records
+        plan = await asyncio.to_thread(make_plan, path, params, sample)
         target = await self.loader.target_columns(params.table)
         if target is not None and params.mode == "create":
             raise ImportFailed(f"table {params.table!r} already exists; use mode replace or append")
         if target is not None and params.mode == "append":
-            columns = append_columns(plan.names, target, params.header)
+            columns = append_columns(plan.names, target, plan.dialect.header)
             staging = target
             declared = dict(target)
             types = [csv_scan.converter_for(declared[c]) for c in columns]
+            inferred = [False] * len(columns)  # the table's types are the law
         else:
             columns, types = plan.names, plan.types
             staging = [(n, self.loader.column_type(t)) for n, t in zip(columns, types, strict=True)]
+            explicit = [c.type is not None for c in params.columns] if params.columns else [False] * len(columns)
+            inferred = [params.infer_types and not given for given in explicit]
         state: ImportCheckpoint = {
             "v": CHECKPOINT_VERSION,
             "phase": "load",
@@ -215,7 +251,15 @@ class _Job:
             "source": source,
             "seconds": 0.0,
             "rows_per_second": None,
+            "dialect": plan.dialect.as_json(),
+            "inferred": inferred,
+            "start": plan.data_start,
+            "first_line": plan.first_line,
+            "fallbacks": [],
         }
+        logger.info(
+            "import %s: dialect %s, types from %d sampled records", self.ctx.task_id, plan.dialect, plan.sampled
+        )
         self.tick(state)
         await self.ctx.checkpoint(as_json(state), work=await self.loader.stage(staging, state))
         return state
@@ -230,7 +274,7 @@ class _Job:
         most = self.settings.import_batch_bytes
         size = min(most, FIRST_BATCH_BYTES)
         split = self.loader.split_batches
-        reader = BatchReader(path, state["end"], most, ord(self.params.quote), split=split)
+        reader = BatchReader(path, state["end"], most, ord(self.params.quote or '"'), split=split)
         pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         try:
             while True:
@@ -243,6 +287,7 @@ class _Job:
                 pending = asyncio.ensure_future(asyncio.to_thread(reader.read, batch.end, size))
                 began, offset = time.perf_counter(), state["offset"]
                 await self.loader.load(batch, state, rejects, self.committer(state, rejects))
+                self.check_error_limit(state)
                 elapsed = time.perf_counter() - began
                 if state["offset"] == batch.end and elapsed > 0:
                     rate = (state["offset"] - offset) / elapsed
@@ -262,6 +307,53 @@ class _Job:
                 finish(pending)
             else:
                 pending.add_done_callback(finish)
+
+    async def widen(self, state: ImportCheckpoint, fallback: TypeFallback, rejects: Rejects | None) -> None:
+        """An inferred type met a value it cannot hold: widen that column and start over, in one
+        checkpoint with a new empty staging table, so rows and their state still commit together."""
+        index = state["columns"].index(fallback.column)
+        old = state["types"][index]
+        new = csv_scan.merge_type(old, csv_scan.value_type(fallback.value))
+        new = "text" if new == old else new  # always wider: every column widens at most three times
+        state["types"][index] = new
+        note = (
+            f"column {fallback.column}: inferred {old}, but line {fallback.line} has {fallback.value[:80]!r} "
+            f"({fallback.reason}); widened to {new} and the import restarted from the first record"
+        )
+        state.setdefault("fallbacks", []).append(
+            {"column": fallback.column, "from": old, "to": new, "line": fallback.line, "message": note}
+        )
+        logger.info("import %s: %s", self.ctx.task_id, note)
+        state["offset"], state["line"] = state["start"], state["first_line"]
+        state["rows"] = state["rejects"] = state["reject_bytes"] = 0
+        staging = [(n, self.loader.column_type(t)) for n, t in zip(state["columns"], state["types"], strict=True)]
+        if rejects is not None:
+            rejects.reset()
+        stage = await self.loader.stage(staging, state)
+
+        async def restart(conn: AsyncConnection) -> None:
+            if stage is not None:
+                await stage(conn)
+            await remove_rejects(conn, self.settings, self.ctx.task_id)
+
+        self.tick(state)
+        await self.ctx.checkpoint(as_json(state), work=restart)
+
+    def check_error_limit(self, state: ImportCheckpoint, final: bool = False) -> None:
+        """Past ``max_errors`` the import fails (and give_up leaves nothing behind). A count is
+        checked after every batch; a fraction once all records are read."""
+        limit = self.params.max_errors
+        if limit is None:
+            return
+        rejected, records = state["rejects"], state["rows"] + state["rejects"]
+        if isinstance(limit, float):
+            if final and rejected > limit * records:
+                raise ImportFailed(
+                    f"{rejected:,} of {records:,} records rejected, more than max_errors {limit:g} "
+                    f"({limit:.2%}); nothing was imported"
+                )
+        elif rejected > limit:
+            raise ImportFailed(f"more than max_errors {limit:,} records rejected; nothing was imported")
 
     def committer(self, state: ImportCheckpoint, rejects: Rejects | None) -> Commit:
         """A batch's checkpoint: the loader's work, the reject file's row, then the clock."""
@@ -306,6 +398,8 @@ class _Job:
             "bytes": state["source"]["size"],
             "seconds": state.get("seconds"),
             "rows_per_second": state.get("rows_per_second"),
+            "dialect": {k: v for k, v in (state.get("dialect") or {}).items() if k != "looks"} or None,
+            "fallbacks": state.get("fallbacks", []),
         }
 
 

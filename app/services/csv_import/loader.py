@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 CHECKPOINT_VERSION = 1
 
 
-class ImportCheckpoint(TypedDict):
-    """An import task's checkpoint (the JSON in ``tasks.checkpoint``; SQLite keeps a copy too)."""
+class _ImportProgress(TypedDict):
+    """The keys every import checkpoint has; ImportCheckpoint adds the later ones."""
 
     v: int  # CHECKPOINT_VERSION
     phase: Literal["load", "done"]  # done: published into the target
@@ -48,12 +48,27 @@ class ImportCheckpoint(TypedDict):
     rows_per_second: int | None  # rows / seconds, once seconds > 0
 
 
+class ImportCheckpoint(_ImportProgress, total=False):
+    """An import task's checkpoint (the JSON in ``tasks.checkpoint``; SQLite keeps a copy too).
+
+    The optional keys came later: a checkpoint without them is from a run that neither sniffed
+    its dialect nor could widen a column, and resumes as such."""
+
+    dialect: dict[str, Any]  # Dialect.as_json(): what the whole import parses with
+    inferred: list[bool]  # per column: its type was guessed, so it may be widened
+    start: int  # the first data record's byte offset and line, for a restart
+    first_line: int
+    fallbacks: list[dict[str, Any]]  # columns widened during the load, and why
+
+
 # One checkpoint: the caller commits ``state`` with ``work`` (if any) in one transaction.
 Commit = Callable[["Work | None"], Awaitable[None]]
 
 
 class Loader(Protocol):
     """A database's way to stage, load and publish one import; idempotent to redo after a crash."""
+
+    params: Any  # the import's params with the dialect resolved (set before load)
 
     @property
     def schema(self) -> str | None:

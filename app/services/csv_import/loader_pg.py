@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.source import Batch, Rejects, decode
 from app.services.owners.namespaces import quote as q
@@ -34,6 +34,10 @@ from app.services.runtime.context import LeaseLost, TaskContext, TaskInterrupt, 
 # Errors that one record causes ("row is too big" is a limit): it goes to the rejects
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
 WHERE_RE = re.compile(r"line (\d+)(?:, column ([^:]+))?")
+VALUE_RE = re.compile(r'line (\d+), column ([^:]+): "(.*)"\s*$', re.DOTALL)
+# A value that is not of the column's type (text representation, range, datetime): an
+# inferred column is widened for it, an explicit one rejects the record or fails the import
+TYPE_SQLSTATES = frozenset({"22P02", "22003", "22007", "22008"})
 PASS_THROUGH = frozenset({"utf-8", "utf-8-sig", "ascii"})
 COPY_PIECE_BYTES = 1024 * 1024
 # A pause cancels the running COPY, so long batches (few commits) cost a pause nothing
@@ -59,7 +63,10 @@ class PgLoader:
         self.ctx, self.params = ctx, params
         self.schema = schema
         self.staging, self.encoding = staging, encoding
-        self.quote_byte = ord(params.quote)
+
+    @property
+    def quote_byte(self) -> int:
+        return ord(self.params.quote)
 
     def close(self) -> None:
         pass  # connections are the service pool's, lent per transaction
@@ -82,7 +89,9 @@ class PgLoader:
 
         async def copy(conn: AsyncConnection) -> None:
             nonlocal rows
-            rows, used, lines = await self.copy_batch(conn, batch, state["line"], state["columns"], rejects)
+            rows, used, lines = await self.copy_batch(
+                conn, batch, state["line"], state["columns"], rejects, state.get("inferred")
+            )
             advance(state, used, lines, rows, rejects)
 
         try:
@@ -181,7 +190,13 @@ class PgLoader:
         return int(status.split()[-1])
 
     async def copy_batch(
-        self, conn: AsyncConnection, batch: Batch, first_line: int, columns: list[str], rejects: Rejects | None
+        self,
+        conn: AsyncConnection,
+        batch: Batch,
+        first_line: int,
+        columns: list[str],
+        rejects: Rejects | None,
+        inferred: list[bool] | None = None,
     ) -> tuple[int, int, int]:
         """COPY the whole batch; returns (rows loaded, bytes consumed, lines consumed).
 
@@ -199,7 +214,7 @@ class PgLoader:
             if rejects is None:
                 raise ImportFailed(str(exc)) from None
             records = self._records([whole], first_line)
-            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
+            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects, inferred))
             return rows, len(whole), batch.lines
 
         async def pieces() -> AsyncIterator[memoryview]:
@@ -212,11 +227,12 @@ class PgLoader:
         try:
             rows = await self._unless_stopped(self._copy(apg, pieces(), columns))
         except ROW_ERRORS as exc:
+            self._widen_for(exc, columns, inferred, lambda: self._records([whole], first_line))
             if rejects is None:
                 raise ImportFailed(self._locate(exc, [whole], first_line)) from None
             await apg.execute("ROLLBACK TO SAVEPOINT tsm_batch")
             records = self._records([whole], first_line)
-            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects))
+            rows = await self._unless_stopped(self._isolate(apg, records, columns, rejects, inferred))
         else:
             if rejects is not None:
                 await apg.execute("RELEASE SAVEPOINT tsm_batch")
@@ -261,8 +277,29 @@ class PgLoader:
         column = f", column {where.group(2)}" if where.group(2) else ""
         return f"line {line}{column}: {reason}"
 
+    def _widen_for(self, exc: Exception, columns: list[str], inferred: list[bool] | None, records: Any) -> None:
+        """Raise TypeFallback if ``exc`` is a value that does not fit an inferred column's type."""
+        if not inferred or getattr(exc, "sqlstate", None) not in TYPE_SQLSTATES:
+            return
+        found = VALUE_RE.search(getattr(exc, "context", None) or "")
+        if found is None or found.group(2) not in columns:
+            return
+        index = columns.index(found.group(2))
+        if not inferred[index]:
+            return
+        listed = records()
+        record = int(found.group(1)) - 1
+        line = listed[record][0] if 0 <= record < len(listed) else 0
+        reason = getattr(exc, "message", str(exc))
+        raise TypeFallback(columns[index], "", line, found.group(3), reason)
+
     async def _isolate(
-        self, apg: asyncpg.Connection, records: list[tuple[int, bytes]], columns: list[str], rejects: Rejects
+        self,
+        apg: asyncpg.Connection,
+        records: list[tuple[int, bytes]],
+        columns: list[str],
+        rejects: Rejects,
+        inferred: list[bool] | None = None,
     ) -> int:
         """Load ``records`` under savepoints, halving failing groups down to single bad records."""
         if not records:
@@ -272,7 +309,7 @@ class PgLoader:
             try:
                 data = self._prepare(record, line)
             except csv_scan.CsvError as exc:
-                rejects.add(line, exc.message, record.decode(self.encoding, "replace"))
+                rejects.add(line, None, exc.message, record.decode(self.encoding, "replace"))
                 return 0
         else:
             data = b""
@@ -288,14 +325,15 @@ class PgLoader:
             await apg.execute("RELEASE SAVEPOINT tsm_part")
             if len(records) == 1:
                 line, record = records[0]
+                self._widen_for(exc, columns, inferred, lambda: records)
                 where = WHERE_RE.search(getattr(exc, "context", None) or "")
-                column = f"column {where.group(2)}: " if where and where.group(2) else ""
+                column = where.group(2) if where and where.group(2) else None
                 reason = getattr(exc, "message", str(exc))
-                rejects.add(line, f"{column}{reason}", record.decode(self.encoding, "replace"))
+                rejects.add(line, column, reason, record.decode(self.encoding, "replace"))
                 return 0
             middle = len(records) // 2
-            return await self._isolate(apg, records[:middle], columns, rejects) + await self._isolate(
-                apg, records[middle:], columns, rejects
+            return await self._isolate(apg, records[:middle], columns, rejects, inferred) + await self._isolate(
+                apg, records[middle:], columns, rejects, inferred
             )
         await apg.execute("RELEASE SAVEPOINT tsm_part")
         return rows

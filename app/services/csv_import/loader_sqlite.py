@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
-from app.services.csv_import.errors import ImportFailed
+from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
 from app.services.csv_import.scan import CsvError
 from app.services.csv_import.source import Batch, Rejects, decode
@@ -170,6 +170,7 @@ class SqliteLoader:
         Stops after any sub-chunk once a pause is pending. Returns the rows inserted.
         """
         first_line, columns, types = state["line"], state["columns"], state["types"]
+        inferred = state.get("inferred") or [False] * len(columns)
         names, marks = ", ".join(q(c) for c in columns), ", ".join("?" * len(columns))
         insert = f"INSERT INTO {q(self.staging)} ({names}) VALUES ({marks})"
         rows = used_bytes = used_lines = 0
@@ -179,7 +180,7 @@ class SqliteLoader:
                     if used_bytes and self.ctx.stop_requested:
                         break
                     with csv_scan.paused_gc():
-                        values = self._rows(chunk, first_line + used_lines, columns, types, rejects)
+                        values = self._rows(chunk, first_line + used_lines, columns, types, inferred, rejects)
                     db.executemany(insert, values)
                     rows += len(values)
                     used_bytes += len(chunk)
@@ -193,7 +194,13 @@ class SqliteLoader:
         return rows
 
     def _rows(
-        self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects | None
+        self,
+        chunk: bytes,
+        first_line: int,
+        columns: list[str],
+        types: list[str],
+        inferred: list[bool],
+        rejects: Rejects | None,
     ) -> list[Any]:
         """Parse and convert a chunk column by column (fast); bad records → error or rejects."""
         p = self.params
@@ -203,7 +210,7 @@ class SqliteLoader:
         except CsvError:
             if rejects is None:
                 raise
-            return self._rows_one_by_one(chunk, first_line, columns, types, rejects)
+            return self._rows_one_by_one(chunk, first_line, columns, types, inferred, rejects)
         width = len(columns)
         lines: list[int] = []
 
@@ -240,6 +247,9 @@ class SqliteLoader:
                     try:
                         fixed.append(None if value is None or ri in bad else csv_scan.convert(value, kind))
                     except ValueError as exc:
+                        if inferred[ci]:  # a guessed type: widen the column rather than lose the row
+                            line = line_of(where[ri])
+                            raise TypeFallback(columns[ci], kind, line, value, str(exc)) from None
                         bad.add(ri)
                         fixed.append(None)
                         line = line_of(where[ri])
@@ -252,12 +262,18 @@ class SqliteLoader:
             records = csv_scan.split_records(chunk, ord(p.quote))
             for line, index, error in errors:
                 raw = records[index] if len(records) == len(rows) else b""
-                rejects.add(line, _reason(error), raw.decode(self.encoding, "replace"))
+                rejects.add(line, error.column, error.message, raw.decode(self.encoding, "replace"))
         out = list(zip(*cols, strict=True)) if cols else []
         return [r for i, r in enumerate(out) if i not in bad] if bad else out
 
     def _rows_one_by_one(
-        self, chunk: bytes, first_line: int, columns: list[str], types: list[str], rejects: Rejects
+        self,
+        chunk: bytes,
+        first_line: int,
+        columns: list[str],
+        types: list[str],
+        inferred: list[bool],
+        rejects: Rejects,
     ) -> list[list[Any]]:
         p = self.params
         out: list[list[Any]] = []
@@ -266,14 +282,16 @@ class SqliteLoader:
             try:
                 parsed = csv_scan.parse_rows(decode(record, self.encoding, line), p.delimiter, p.quote, p.null)
                 for _, values in parsed:
-                    out.append(self._convert(values, columns, types, line))
+                    out.append(self._convert(values, columns, types, inferred, line))
             except CsvError as exc:
-                rejects.add(line, _reason(exc), record.decode(self.encoding, "replace"))
+                rejects.add(line, exc.column, exc.message, record.decode(self.encoding, "replace"))
             line += record.count(b"\n")
         return out
 
     @staticmethod
-    def _convert(values: list[str | None], columns: list[str], types: list[str], line: int) -> list[Any]:
+    def _convert(
+        values: list[str | None], columns: list[str], types: list[str], inferred: list[bool], line: int
+    ) -> list[Any]:
         if len(values) != len(columns):
             if not values and len(columns) == 1:
                 return [None]
@@ -287,9 +305,7 @@ class SqliteLoader:
                 try:
                     row[index] = csv_scan.convert(value, kind)
                 except ValueError as exc:
+                    if inferred[index]:
+                        raise TypeFallback(columns[index], kind, line, value, str(exc)) from None
                     raise CsvError(str(exc), line, columns[index]) from None
         return row
-
-
-def _reason(exc: CsvError) -> str:
-    return f"column {exc.column}: {exc.message}" if exc.column else exc.message

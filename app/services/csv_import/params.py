@@ -93,14 +93,31 @@ class ImportParams(KindParams):
     path: str | None = Field(None, max_length=1024, description="Or a file path relative to the storage directory.")
     table: str = Field(description="Target table, in your data namespace.")
     mode: Literal["create", "replace", "append"] = Field("create", description="create fails if the table exists.")
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote: str = Field('"', min_length=1, max_length=1)
-    header: bool = Field(True, description="First record holds the column names.")
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="Omitted → sniffed from the file: , ; TAB or |."
+    )
+    quote: str | None = Field(None, min_length=1, max_length=1, description="Omitted → sniffed: \" or '.")
+    header: bool | None = Field(
+        None, description="First record holds the column names; omitted → sniffed (a header unless it fits the types)."
+    )
     encoding: str = Field("utf-8", max_length=40, description="Any ASCII-compatible encoding; a BOM is skipped.")
     null: str = Field("", max_length=64, description="Unquoted text that means NULL (default: empty field).")
     columns: list[ColumnSpec] | None = Field(None, min_length=1, max_length=MAX_COLUMNS, description="Names and types.")
     infer_types: bool = Field(True, description="Guess bigint/numeric/boolean/date/timestamp from a sample.")
     on_error: Literal["abort", "skip"] = Field("abort", description="skip: bad records go to a reject file.")
+    max_errors: int | float | None = Field(
+        None,
+        ge=0,
+        description="With on_error=skip: most records to reject, a count (100) or a fraction of all records "
+        "(0.01); past it the import fails and leaves nothing. Omitted → no limit.",
+    )
+    sample_records: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Records sampled for type inference, spread over head, middle and tail of the file "
+        "(default: the import_sample_records setting).",
+    )
 
     @field_validator("table")
     @classmethod
@@ -109,7 +126,9 @@ class ImportParams(KindParams):
 
     @field_validator("delimiter", "quote")
     @classmethod
-    def _char(cls, value: str) -> str:
+    def _char(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if value in "\r\n\x00" or not value.isascii():
             raise ValueError("must be one ASCII character other than NUL, CR and LF")
         return value
@@ -126,18 +145,40 @@ class ImportParams(KindParams):
             raise ValueError("give exactly one of file_id and path")
         if self.file_id is None and self.path is None and not (info.context or {}).get(DRY_RUN):
             raise ValueError("give exactly one of file_id and path")  # a dry run may check before the upload
-        if self.delimiter == self.quote:
-            raise ValueError("delimiter and quote must differ")
-        if any(c in self.null for c in (self.delimiter, self.quote, "\r", "\n", "\x00")):
+        if self.delimiter is not None and self.delimiter == (self.quote or '"'):
+            raise ValueError('delimiter and quote must differ (the quote is " unless given)')
+        if any(c in self.null for c in (self.delimiter or "", self.quote or "", "\r", "\n", "\x00") if c):
             raise ValueError("null must not contain the delimiter, the quote, a line end or NUL")
         if self.null == "\\.":
             raise ValueError("null must not be \\. (COPY's end-of-data marker)")
-        check_quote_bytes(check_encoding(self.encoding), self.quote)
+        if self.quote is not None:
+            check_quote_bytes(check_encoding(self.encoding), self.quote)
+        if self.max_errors is not None:
+            if self.on_error != "skip":
+                raise ValueError("max_errors needs on_error=skip")
+            if isinstance(self.max_errors, float) and not self.max_errors < 1:
+                raise ValueError("max_errors is a count (a whole number) or a fraction below 1")
         if self.columns:
             names = [c.name.lower() for c in self.columns]
             if len(set(names)) != len(names):
                 raise ValueError("columns: names must be distinct (case-insensitively)")
         return self
+
+
+def usable_dialect(params: ImportParams) -> Callable[[str, str], bool]:
+    """Which sniffed (delimiter, quote) pairs the other params allow."""
+    encoding = check_encoding(params.encoding)
+
+    def usable(delimiter: str, quote_char: str) -> bool:
+        if delimiter in params.null or quote_char in params.null:
+            return False
+        try:
+            check_quote_bytes(encoding, quote_char)
+        except ValueError:
+            return False
+        return True
+
+    return usable
 
 
 def staging_name(task_id: str) -> str:

@@ -309,6 +309,7 @@ WIDER = {
     ("bigint", "numeric"): "numeric",
     ("timestamp", "timestamptz"): "timestamptz",
     ("date", "timestamp"): "timestamp",
+    ("date", "timestamptz"): "timestamptz",  # a join, so the order values come in does not matter
 }
 
 
@@ -319,13 +320,25 @@ def merge_type(current: str | None, seen: str) -> str:
 
 
 def infer_types(rows: Iterable[list[str | None]], width: int) -> list[str]:
-    """The narrowest type per column that every sampled non-null value fits; all-null → text."""
-    found: list[str | None] = [None] * width
+    """The narrowest type per column that every sampled non-null value fits; all-null → text.
+
+    Column by column over the distinct values: a sample of 20,000 records mostly repeats itself.
+    """
+    columns: list[set[str | None]] = [set() for _ in range(width)]
     for row in rows:
         for index, value in enumerate(row[:width]):
-            if value is not None and value != "" and found[index] != "text":
-                found[index] = merge_type(found[index], value_type(value))
-    return [t or "text" for t in found]
+            columns[index].add(value)
+    return [_column_type(values) for values in columns]
+
+
+def _column_type(values: set[str | None]) -> str:
+    found: str | None = None
+    for value in values:
+        if value is not None and value != "":
+            found = merge_type(found, value_type(value))
+            if found == "text":
+                break
+    return found or "text"
 
 
 def sql_type(type_name: str, postgres: bool) -> str:

@@ -29,7 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import File, utcnow
+from app.services.csv_import import dialect as dialect_module
 from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.dialect import Dialect
+from app.services.csv_import.params import usable_dialect
 from app.services.csv_import.scan import BOM, MAX_RECORD_BYTES, CsvError
 from app.services.files.catalog import get_file
 from app.services.files.storage import file_path, linked_to_service, managed_by_service
@@ -38,7 +41,8 @@ from app.services.owners.namespaces import MAX_COLUMNS
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
-SAMPLE_ROWS = 1000
+DEFAULT_SAMPLE_RECORDS = 20_000
+HEAD_SAMPLE_CAP = 16 * 1024 * 1024  # bytes per sample region, whatever the records' size
 SUB_CHUNK_BYTES = 256 * 1024
 REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
@@ -137,6 +141,8 @@ class Plan:
     data_end: int  # byte offset where data ends (trailing blank lines excluded)
     first_line: int  # 1-based line number of the first data record
     renamed: list[dict[str, str]] = field(default_factory=list)  # header → column, where they differ
+    dialect: Dialect = field(default_factory=lambda: Dialect(",", '"', True))  # as sniffed or given
+    sampled: int = 0  # records the types were inferred from
 
 
 def decode(data: bytes, encoding: str, first_line: int) -> str:
@@ -147,53 +153,57 @@ def decode(data: bytes, encoding: str, first_line: int) -> str:
         raise CsvError(f"invalid byte sequence for encoding {encoding} (byte 0x{data[exc.start]:02x})", line) from None
 
 
-def make_plan(path: Path, params: Any) -> Plan:
-    """Read the head of the file: BOM, header names, and a sample for the column types."""
-    quote = ord(params.quote)
+def sniff_dialect(head: bytes, params: Any) -> Dialect:
+    """The params' dialect, with what they leave unset sniffed from the head of the file."""
+    text = dialect_module.sample_text(head.removeprefix(BOM), params.encoding)
+    return dialect_module.sniff(
+        text, params.delimiter, params.quote, params.header, params.null, usable_dialect(params)
+    )
+
+
+def make_plan(
+    path: Path, params: Any, sample_records: int = DEFAULT_SAMPLE_RECORDS, known: Dialect | None = None
+) -> Plan:
+    """Read the head of the file: BOM, dialect, header names; then a sample for the column types.
+
+    ``known``: the dialect a previous run decided on (a resume must not guess again).
+    """
     with open_source(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         head = handle.read(SAMPLE_BYTES)
+        dialect = known or sniff_dialect(head, params)
+        quote = ord(dialect.quote)
         while last_cut(head, quote) is None and len(head) < min(size, MAX_RECORD_BYTES):
             head += handle.read(SAMPLE_BYTES)
         handle.seek(max(0, size - FINGERPRINT_BYTES))
         end = csv_scan.data_end(handle.read(FINGERPRINT_BYTES), size)
-    if size == 0 or end == 0:
-        raise Unprocessable("the file is empty")
-    if b"\x00" in head[:FINGERPRINT_BYTES]:
-        raise Unprocessable("the file looks binary (it contains NUL bytes), not like CSV text")
-    start = len(BOM) if head.startswith(BOM) and params.encoding.replace("_", "-").lower().startswith("utf") else 0
-    line = 1
-    names: list[str] = []
-    headers: list[str] = []
-    if params.header:
-        cut = first_cut(head, start, quote) or (len(head) if len(head) >= end else None)
-        if cut is None:
-            raise Unprocessable("the header line does not end within the first 64 MiB")
-        header = decode(head[start:cut], params.encoding, 1)
-        rows = csv_scan.parse_rows(header, params.delimiter, params.quote, "\x00")
-        headers = [v or "" for v in rows[0][1]] if rows else []
-        names = csv_scan.sanitize_names(headers)
-        line += head.count(b"\n", start, cut)
-        start = cut
-    window = head[: start + SAMPLE_BYTES // 8]  # ~1000 records is plenty for the types
-    if len(window) >= end:
-        sample_end: int | None = end
-    else:  # whole records only, and at least the first one however long it is
-        sample_end = last_cut(window, quote, start) or first_cut(head, start, quote)
-        sample_end = sample_end or (end if len(head) >= end else None)
-    sample_rows: list[list[str | None]] = []
-    if sample_end and sample_end > start:
-        try:
-            text = decode(head[start:sample_end], params.encoding, line)
-            parsed = csv_scan.parse_rows(text, params.delimiter, params.quote, params.null)
-            sample_rows = [row for _, row in parsed[:SAMPLE_ROWS]]
-        except CsvError:
-            sample_rows = []  # the load reports the exact line; inference just falls back to text
-    elif not params.header:
+        if size == 0 or end == 0:
+            raise Unprocessable("the file is empty")
+        if b"\x00" in head[:FINGERPRINT_BYTES]:
+            raise Unprocessable("the file looks binary (it contains NUL bytes), not like CSV text")
+        start = len(BOM) if head.startswith(BOM) and params.encoding.replace("_", "-").lower().startswith("utf") else 0
+        line = 1
+        names: list[str] = []
+        headers: list[str] = []
+        if dialect.header:
+            cut = first_cut(head, start, quote) or (len(head) if len(head) >= end else None)
+            if cut is None:
+                raise Unprocessable("the header line does not end within the first 64 MiB")
+            header = decode(head[start:cut], params.encoding, 1)
+            rows = csv_scan.parse_rows(header, dialect.delimiter, dialect.quote, "\x00")
+            headers = [v or "" for v in rows[0][1]] if rows else []
+            names = csv_scan.sanitize_names(headers)
+            line += head.count(b"\n", start, cut)
+            start = cut
+        sampler = Sampler(handle, head, start, max(end, start), line, dialect, params)
+        sample_rows = sampler.head(max(1, sample_records // 3))
+        width = len(names) or max((len(r) for r in sample_rows), default=0)
+        if width > MAX_COLUMNS:
+            raise Unprocessable(f"the file has {width} columns; a table can have at most {MAX_COLUMNS}")
+        if params.infer_types and width:
+            sample_rows += sampler.spread(max(1, sample_records // 3), width)
+    if not sample_rows and not dialect.header and not sampler.complete_first:
         raise Unprocessable("the first record does not end within the first 64 MiB")
-    width = len(names) or max((len(r) for r in sample_rows), default=0)
-    if width > MAX_COLUMNS:
-        raise Unprocessable(f"the file has {width} columns; a table can have at most {MAX_COLUMNS}")
     if not names:
         if width == 0:
             raise Unprocessable("no columns found: the file has no header and no data")
@@ -208,7 +218,80 @@ def make_plan(path: Path, params: Any) -> Plan:
     inferred = csv_scan.infer_types(sample_rows, len(names)) if params.infer_types else ["text"] * len(names)
     if params.columns:
         inferred = [c.type or t for c, t in zip(params.columns, inferred, strict=True)]
-    return Plan(names, inferred, start, max(end, start), line, renamed)
+    return Plan(names, inferred, start, max(end, start), line, renamed, dialect, len(sample_rows))
+
+
+class Sampler:
+    """Records for type inference from the head, the middle and the tail of the data.
+
+    The head is read from a record start; the middle and the tail are entered at a byte offset,
+    so the sampler skips to the next line end and keeps only records of the header's width
+    (a jump into a quoted multi-line field could otherwise misread a few values).
+    """
+
+    def __init__(
+        self, handle: BinaryIO, head: bytes, start: int, end: int, line: int, dialect: Dialect, params: Any
+    ) -> None:
+        self.handle, self.buffer, self.start, self.end, self.line = handle, head, start, end, line
+        self.dialect, self.params = dialect, params
+        self.quote = ord(dialect.quote)
+        self.head_end = start  # where the head sample stopped
+        self.complete_first = False
+
+    def _parse(self, data: bytes, first_line: int) -> list[list[str | None]]:
+        try:
+            text = decode(data, self.params.encoding, first_line)
+            parsed = csv_scan.parse_rows(text, self.dialect.delimiter, self.dialect.quote, self.params.null)
+        except CsvError:
+            return []  # the load reports the exact line; inference just has fewer values
+        return [row for _, row in parsed]
+
+    def head(self, count: int) -> list[list[str | None]]:
+        """Up to ``count`` records from the start of the data (at least the first, however long)."""
+        buf, start = self.buffer, self.start
+        while True:
+            if len(buf) >= self.end:
+                cut: int | None = self.end
+            else:
+                cut = last_cut(buf, self.quote, start)
+            records = csv_scan.split_records(buf[start:cut], self.quote) if cut and cut > start else []
+            if len(records) >= count or len(buf) >= self.end or len(buf) >= HEAD_SAMPLE_CAP:
+                break
+            self.handle.seek(len(buf))  # the plan has read the tail since
+            more = self.handle.read(max(SAMPLE_BYTES, len(buf)))
+            if not more:
+                break
+            buf += more
+        records = records[:count]
+        used = sum(len(r) for r in records)
+        self.complete_first = bool(records)
+        self.head_end = start + used
+        self.record_bytes = used / len(records) if records else 0.0
+        return self._parse(b"".join(records), self.line) if records else []
+
+    def spread(self, count: int, width: int) -> list[list[str | None]]:
+        """About ``count`` records from around the middle and as many from the tail."""
+        if self.head_end >= self.end or not self.record_bytes:
+            return []  # the head sample was the whole file
+        span = min(HEAD_SAMPLE_CAP, int(self.record_bytes * count * 1.1) + 4096)
+        rows: list[list[str | None]] = []
+        middle = (self.head_end + self.end) // 2 - span // 2
+        for offset in (max(self.head_end, middle), max(self.head_end, self.end - span)):
+            rows += self._region(offset, min(span, self.end - offset), width)
+            if offset + span >= self.end:
+                break  # the middle region already reached the end
+        return rows
+
+    def _region(self, offset: int, length: int, width: int) -> list[list[str | None]]:
+        self.handle.seek(offset)
+        data = self.handle.read(length)
+        if offset > self.head_end:  # entered mid-record: start after the next line end
+            newline = data.find(b"\n")
+            data = data[newline + 1 :] if newline >= 0 else b""
+        if offset + length < self.end:
+            data = data[: last_cut(data, self.quote) or 0]
+        rows = [row for row in self._parse(data, 0) if len(row) == width]
+        return rows
 
 
 def first_cut(data: bytes, start: int, quote: int) -> int | None:
@@ -313,7 +396,7 @@ class RecordError(Exception):
 
 
 class Rejects:
-    """The reject CSV (line, error, record): a ``files`` row of origin "rejects", id derived
+    """The reject CSV (line, column, error, raw record): a ``files`` row of origin "rejects", id derived
     from the task id so a resumed run finds it again; truncated back to the checkpoint's size."""
 
     def __init__(self, settings: Settings, task_id: str, owner: str, table: str, size: int) -> None:
@@ -330,14 +413,21 @@ class Rejects:
             with self.path.open("r+b") as handle:
                 handle.truncate(size)
 
-    def add(self, line: int, reason: str, record: str) -> None:
+    def add(self, line: int, column: str | None, reason: str, record: str) -> None:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         if self.size == 0 and not self.pending:
-            writer.writerow(["line", "error", "record"])
-        writer.writerow([line, reason, record.rstrip("\r\n")])
+            writer.writerow(["line", "column", "error", "record"])
+        writer.writerow([line, column or "", reason, record.rstrip("\r\n")])
         self.pending.append(out.getvalue().encode())
         self.counted += 1
+
+    def reset(self) -> None:
+        """Start the reject file over (the import restarts from the first record)."""
+        self.discard()
+        self.size = 0
+        self.row_known = False
+        self.path.unlink(missing_ok=True)
 
     def flush(self) -> int:
         """Write what is pending to disk (durably: the checkpoint will count these bytes)."""

@@ -1,0 +1,61 @@
+"""A file as ``import_csv`` would read it, without importing: dialect, columns, types, first rows.
+
+    source ─▶ make_plan (sniffed dialect, header names, types from the spread sample)
+           └▶ the first records after the header, parsed with that dialect
+
+Meant for a ``GET`` preview that the client and the console show before an import starts, so
+a wrong guess is seen (and overridden with explicit options) before any row is written; no
+HTTP route serves it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.errors import Unprocessable
+from app.services.csv_import import scan as csv_scan
+from app.services.csv_import.params import ImportParams
+from app.services.csv_import.source import SAMPLE_BYTES, Plan, decode, make_plan, open_source, resolve_source
+from app.services.owners.keys import Principal
+
+MAX_PREVIEW_ROWS = 100
+
+
+async def preview_csv(
+    session: AsyncSession, settings: Settings, principal: Principal, params: ImportParams, rows: int
+) -> dict[str, Any]:
+    path = await resolve_source(session, settings, principal, params.file_id, params.path)
+    sample = params.sample_records or settings.import_sample_records
+    try:
+        return await asyncio.to_thread(_preview, path, params, sample, min(rows, MAX_PREVIEW_ROWS))
+    except csv_scan.CsvError as exc:
+        raise Unprocessable(f"cannot read the file: {exc}") from None
+
+
+def _preview(path: Path, params: ImportParams, sample: int, rows: int) -> dict[str, Any]:
+    plan = make_plan(path, params, sample)
+    return {
+        "dialect": {k: v for k, v in plan.dialect.as_json().items() if k != "looks"},
+        "columns": [{"name": n, "type": t} for n, t in zip(plan.names, plan.types, strict=True)],
+        "renamed": plan.renamed,
+        "sampled_records": plan.sampled,
+        "rows": _first_rows(path, plan, params, rows),
+    }
+
+
+def _first_rows(path: Path, plan: Plan, params: ImportParams, count: int) -> list[list[str | None]]:
+    quote = ord(plan.dialect.quote)
+    with open_source(path) as handle:
+        handle.seek(plan.data_start)
+        data = handle.read(min(SAMPLE_BYTES, plan.data_end - plan.data_start))
+    records = csv_scan.split_records(data, quote)[:count]
+    if len(records) == count or plan.data_start + len(data) < plan.data_end:
+        records = [r for r in records if r.endswith(b"\n")]  # whole records only
+    text = decode(b"".join(records), params.encoding, plan.first_line)
+    parsed = csv_scan.parse_rows(text, plan.dialect.delimiter, plan.dialect.quote, params.null)
+    return [values for _, values in parsed if values]

@@ -1,0 +1,132 @@
+"""import_csv on both databases: a sniffed dialect, types from a spread sample that widen when a
+later value does not fit, and the reject limit (max_errors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.imports import ImportEnv, import_env
+
+__all__ = ["import_env"]  # the `env` fixture
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_semicolon_file_imports_with_no_options(env: ImportEnv):
+    env.put("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n")
+    task = await env.run(path="incoming/semi.csv", table="semi")
+    assert task["state"] == "succeeded", task
+    result = task["result"]
+    assert result["dialect"] == {"delimiter": ";", "quote": '"', "header": True}
+    assert [(c["name"], c["type"]) for c in result["columns"]] == [
+        ("id", "bigint"),
+        ("name", "text"),
+        ("price", "text"),
+    ]
+    assert await env.rows("semi", cast=True) == [("1", "a, b", "1,5"), ("2", "c", "2")]
+    assert task["checkpoint"]["dialect"]["delimiter"] == ";"  # what a resume parses with
+
+
+@pytest.mark.parametrize(
+    ("content", "delimiter"),
+    [(b"1\t2.5\tx y\n2\t3.5\tz\n", "\t"), (b"1|2.5|x,y\n2|3.5|z\n", "|")],
+)
+async def test_tab_and_pipe_without_header_are_sniffed(env: ImportEnv, content, delimiter):
+    env.put("raw.csv", content)
+    task = await env.run(path="incoming/raw.csv", table="raw")
+    assert task["state"] == "succeeded", task
+    assert task["result"]["dialect"] == {"delimiter": delimiter, "quote": '"', "header": False}
+    assert [c["name"] for c in task["result"]["columns"]] == ["column_1", "column_2", "column_3"]
+    assert len(await env.rows("raw")) == 2  # the first record is data, not a header
+
+
+async def test_single_quote_is_sniffed(env: ImportEnv):
+    env.put("sq.csv", b"id,v\n1,'a,b'\n2,'c'\n")
+    task = await env.run(path="incoming/sq.csv", table="sq")
+    assert task["state"] == "succeeded", task
+    assert task["result"]["dialect"]["quote"] == "'"
+    assert await env.rows("sq", cast=True) == [("1", "a,b"), ("2", "c")]
+
+
+async def test_explicit_options_win_and_a_failure_hints_at_the_dialect(env: ImportEnv):
+    env.put("semi.csv", b"a;b;c\n1;2,5;3\n")
+    task = await env.run(path="incoming/semi.csv", table="wrong", delimiter=",")
+    assert task["state"] == "failed", task
+    assert "the file looks `;`-separated" in task["error"], task["error"]
+    assert "line 2" in task["error"], task["error"]
+    assert await env.tables() == []
+    task = await env.run(path="incoming/semi.csv", table="forced", delimiter=",", header=False, infer_types=False)
+    assert task["state"] == "failed", task  # header=False: the 2-field record still does not fit
+    env.put("one.csv", b"a;b\n1;2\n")
+    task = await env.run(path="incoming/one.csv", table="kept", delimiter=",")
+    assert task["state"] == "succeeded", task  # explicit: one column named a_b
+    assert [c["name"] for c in task["result"]["columns"]] == ["a_b"]
+
+
+def numbers(count: int, odd: dict[int, str]) -> bytes:
+    return b"id,v\n" + "".join(f"{i},{odd.get(i, i)}\n" for i in range(1, count + 1)).encode()
+
+
+async def test_types_come_from_head_middle_and_tail(env: ImportEnv):
+    env.put("tail.csv", numbers(6000, {6000: "x"}))
+    task = await env.run(path="incoming/tail.csv", table="tail", sample_records=300, timeout=60)
+    assert task["state"] == "succeeded", task
+    assert {c["name"]: c["type"] for c in task["result"]["columns"]} == {"id": "bigint", "v": "text"}
+    assert task["result"]["fallbacks"] == []  # found by the sample: no restart needed
+
+
+@pytest.mark.parametrize(("value", "widened"), [("2.5", "numeric"), ("abc", "text")])
+async def test_a_later_misfit_widens_the_column_not_fails(env: ImportEnv, value, widened):
+    env.put("late.csv", numbers(6000, {1500: value}))  # outside the head, middle and tail samples
+    task = await env.run(path="incoming/late.csv", table="late", sample_records=300, timeout=60)
+    assert task["state"] == "succeeded", task
+    result = task["result"]
+    assert {c["name"]: c["type"] for c in result["columns"]} == {"id": "bigint", "v": widened}
+    assert result["rows"] == 6000
+    [fallback] = result["fallbacks"]
+    assert (fallback["column"], fallback["from"], fallback["to"], fallback["line"]) == ("v", "bigint", widened, 1501)
+    assert "widened to" in fallback["message"] and value in fallback["message"]
+    rows = await env.rows("late", cast=True)
+    assert len(rows) == 6000 and dict(rows)["1500"] in (value, "2.50")
+    assert await env.tables() == ["late"]
+
+
+async def test_an_explicit_type_still_rejects(env: ImportEnv):
+    env.put("strict.csv", numbers(400, {300: "abc"}))
+    columns = [{"name": "id"}, {"name": "v", "type": "bigint"}]
+    task = await env.run(path="incoming/strict.csv", table="strict", columns=columns, sample_records=30)
+    assert task["state"] == "failed", task
+    assert "line 301" in task["error"] and "abc" in task["error"], task["error"]
+
+
+def with_bad(count: int, bad: int) -> bytes:
+    return numbers(count, {i * (count // (bad + 1)): "x" for i in range(1, bad + 1)})
+
+
+@pytest.mark.parametrize(("limit", "ok"), [(3, False), (5, True), (0.01, False), (0.03, True)])
+async def test_max_errors(env: ImportEnv, limit, ok):
+    env.put("bad.csv", with_bad(200, 5))
+    columns = [{"name": "id", "type": "bigint"}, {"name": "v", "type": "bigint"}]
+    params = {"path": "incoming/bad.csv", "table": "lim", "columns": columns, "on_error": "skip"}
+    task = await env.run(**params, max_errors=limit)
+    if ok:
+        assert task["state"] == "succeeded", task
+        assert (task["result"]["rows"], task["result"]["rejected"]) == (195, 5)
+        return
+    assert task["state"] == "failed", task
+    assert "max_errors" in task["error"] and "nothing was imported" in task["error"], task["error"]
+    assert await env.tables() == []  # neither the table nor its staging
+    assert (await env.client.get("/files", params={"task_id": task["id"]})).json()["items"] == []
+    assert not (env.storage / "files").exists() or not list((env.storage / "files").iterdir())
+
+
+async def test_max_errors_needs_skip(env: ImportEnv):
+    env.put("a.csv", b"a\n1\n")
+    for params, fragment in (
+        ({"max_errors": 3}, "on_error=skip"),
+        ({"on_error": "skip", "max_errors": 1.5}, "below 1"),
+    ):
+        response = await env.client.post(
+            "/tasks", json={"kind": "import_csv", "params": {"path": "incoming/a.csv", "table": "t", **params}}
+        )
+        assert response.status_code == 422 and fragment in response.text, response.text
