@@ -27,6 +27,7 @@ from app.routers import downloads as downloads_router
 from app.routers import files as files_router
 from app.routers import health, tasks
 from app.routers import metrics as metrics_router
+from app.routers import previews as previews_router
 from app.routers import tus as tus_router
 from app.routers.console import install_console
 from app.services.files.storage import ensure_dirs
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_router.router)
     app.include_router(tasks.router)
+    app.include_router(previews_router.router)
     app.include_router(files_router.router)
     app.include_router(tus_router.router)
     app.include_router(downloads_router.router)

@@ -130,3 +130,30 @@ async def test_max_errors_needs_skip(env: ImportEnv):
             "/tasks", json={"kind": "import_csv", "params": {"path": "incoming/a.csv", "table": "t", **params}}
         )
         assert response.status_code == 422 and fragment in response.text, response.text
+
+
+async def test_preview_shows_the_file_as_an_import_would_read_it(env: ImportEnv):
+    env.put("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n3;;4\n")
+    response = await env.client.get("/previews/csv", params={"path": "incoming/semi.csv", "rows": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["dialect"] == {"delimiter": ";", "quote": '"', "header": True}
+    assert body["columns"] == [
+        {"name": "id", "type": "bigint"},
+        {"name": "name", "type": "text"},
+        {"name": "price", "type": "text"},
+    ]
+    assert body["rows"] == [["1", "a, b", "1,5"], ["2", "c", "2"]]
+    explicit = await env.client.get("/previews/csv", params={"path": "incoming/semi.csv", "header": "false"})
+    assert explicit.json()["rows"][0] == ["id", "name", "price"]  # explicit options win
+    assert await env.tables() == []  # nothing imported
+
+
+async def test_preview_errors_are_clear(env: ImportEnv):
+    missing = await env.client.get("/previews/csv", params={"path": "incoming/none.csv"})
+    assert missing.status_code == 404, missing.text
+    env.put("a.csv", b"a,b\n1,2\n")
+    bad = await env.client.get("/previews/csv", params={"path": "incoming/a.csv", "delimiter": '"'})
+    assert bad.status_code == 422 and "must differ" in bad.text, bad.text
+    neither = await env.client.get("/previews/csv")
+    assert neither.status_code == 422 and "file_id" in neither.text, neither.text

@@ -73,17 +73,3 @@ def test_a_head_sample_longer_than_the_first_read_stays_in_order(tmp_path):
     path.write_text("id,note\n" + "".join(f"{i},{wide}\n" for i in range(1, 8001)) + "9001,tail\n")
     plan = make_plan(path, params(), 20_000)
     assert plan.types == ["bigint", "text"] and plan.sampled >= 6000
-
-
-def test_preview_reads_the_file_as_an_import_would(tmp_path):
-    from app.services.csv_import.params import ImportParams
-    from app.services.csv_import.preview import _preview
-
-    path = tmp_path / "semi.csv"
-    path.write_bytes(b"id;name;price\n1;a, b;1,5\n2;c;2\n3;;4\n")
-    body = _preview(path, ImportParams(path="semi.csv", table="t"), 100, 2)
-    assert body["dialect"] == {"delimiter": ";", "quote": '"', "header": True}
-    assert [(c["name"], c["type"]) for c in body["columns"]] == [("id", "bigint"), ("name", "text"), ("price", "text")]
-    assert body["rows"] == [["1", "a, b", "1,5"], ["2", "c", "2"]]
-    explicit = _preview(path, ImportParams(path="semi.csv", table="t", header=False), 100, 1)
-    assert explicit["rows"] == [["id", "name", "price"]]

@@ -3,9 +3,8 @@
     source ─▶ make_plan (sniffed dialect, header names, types from the spread sample)
            └▶ the first records after the header, parsed with that dialect
 
-Meant for a ``GET`` preview that the client and the console show before an import starts, so
-a wrong guess is seen (and overridden with explicit options) before any row is written; no
-HTTP route serves it yet.
+The client and the console show it before an import starts, so a wrong guess is seen (and
+overridden with explicit options) before any row is written.
 """
 
 from __future__ import annotations
