@@ -270,7 +270,7 @@ def cmd_tasks(s: Session) -> int:
 def _watch(s: Session, task_id: str) -> int:
     if not s.json:
         task = s.wait(task_id)
-        print(f"task {task.id} ended {task.state}" + (f": {task.error}" if task.error else ""))
+        print(f"task {task.id} {is_state(task.state)}" + (f": {task.error}" if task.error else ""))
         if done := outcome(task):
             print(done)
         if hint := reject_hint(task):
