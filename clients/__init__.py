@@ -41,6 +41,7 @@ from clients.errors import (
 )
 from clients.models import (
     TERMINAL_STATES,
+    CsvPreview,
     DownloadResult,
     Event,
     FileInfo,
@@ -61,6 +62,7 @@ __all__ = [
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "CsvPreview",
     "DownloadResult",
     "Event",
     "FileInfo",

@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clients._base import ByteProgress, TaskProgress
-from clients.models import FileInfo, Progress, Task
+from clients.models import CsvPreview, FileInfo, Progress, Task
 
 stdout = Console(soft_wrap=True)
 if not stdout.is_terminal:
@@ -121,6 +121,22 @@ def files_table(files: list[FileInfo]) -> Table:
             size = f"{human_bytes(item.offset)} / {size}"
         table.add_row(item.id, item.filename or "", size, item.state, item.origin or "", created)
     return table
+
+
+def show_preview(preview: CsvPreview) -> None:
+    """The dialect in one line, then the first rows under their column names and inferred types."""
+    dialect = preview.dialect
+    names = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+    delimiter = names.get(str(dialect.get("delimiter")), repr(dialect.get("delimiter")))
+    header = "a header line" if dialect.get("header") else "no header line"
+    quote, sampled = dialect.get("quote"), preview.sampled_records
+    print(f"{delimiter}-separated, quote {quote!s}, {header}; types from {sampled:,} records")
+    table = Table(box=None, pad_edge=False)
+    for column in preview.columns:
+        table.add_column(f"{column['name']}\n[dim]{column['type']}[/dim]", overflow="fold")
+    for row in preview.rows:
+        table.add_row(*("" if value is None else value for value in row))
+    stdout.print(table)
 
 
 def progress_text(p: Progress) -> str:

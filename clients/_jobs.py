@@ -19,7 +19,7 @@ from clients._core import Op
 from clients._download import DownloadOps
 from clients._tasks import TaskOps
 from clients.errors import ProtocolError, TSMError
-from clients.models import DownloadResult, Task
+from clients.models import CsvPreview, DownloadResult, Task
 
 
 class Operations(TaskOps, DownloadOps):
@@ -67,6 +67,13 @@ class Operations(TaskOps, DownloadOps):
             task = yield from self.wait(task.id, "succeeded", on_progress=on_progress)
         return task
 
+    def preview_csv(self, /, file_id: str, *, rows: int = 20, **options: Any) -> Op[CsvPreview]:
+        """How ``import_csv`` would read an uploaded file: the dialect (sniffed unless given in
+        ``options``: delimiter, quote, header, encoding, null), the columns and their inferred
+        types, and the first ``rows`` records. Nothing is imported."""
+        query = {"file_id": file_id, "rows": rows, **{k: _query_value(v) for k, v in options.items()}}
+        return (yield from self.request_json("GET", "/previews/csv", CsvPreview.model_validate, params=query))
+
     def export_csv(
         self,
         /,
@@ -112,3 +119,8 @@ class Operations(TaskOps, DownloadOps):
         ``on_download_progress(done, total)``: bytes of the download.
         """
         return (yield from self._fetch_export(task_id, dest, on_progress, on_download_progress))
+
+
+def _query_value(value: Any) -> str:
+    """A query string value as the server parses it (booleans as true/false)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)

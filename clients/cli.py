@@ -36,6 +36,7 @@ from clients._cli_output import (
     is_state,
     outcome,
     reject_hint,
+    show_preview,
     show_task,
     stdout,
     tasks_table,
@@ -300,6 +301,9 @@ def cmd_files(s: Session) -> int:
     elif a.action == "show":
         info = c.file_info(s.resolve("file", a.ids[0]))
         s.output(info, lambda: stdout.print_json(info.model_dump_json()))
+    elif a.action == "preview":
+        preview = c.preview_csv(s.resolve("file", a.ids[0]), rows=a.rows, **dict(a.param or []))
+        s.output(preview, lambda: show_preview(preview))
     else:
         a.ids = [s.resolve("file", file_id) for file_id in a.ids]
         for file_id in a.ids:
@@ -440,6 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_listing(files.add_parser("ls", help="list your files, newest first"), "--state", "--origin")
     files.add_parser("show", help="show one file").add_argument(
         "ids", nargs=1, metavar="ID", help="the file id (or a unique prefix of it)"
+    )
+    preview = files.add_parser("preview", help="show how import would read a CSV file: dialect, columns, types, rows")
+    preview.add_argument("ids", nargs=1, metavar="ID", help="the file id (or a unique prefix of it)")
+    preview.add_argument("--rows", type=int, default=10, help="data records to show (default: 10)")
+    preview.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=param,
+        metavar="KEY=VALUE",
+        help="a reading option: delimiter, quote, header, encoding, null (default: sniffed)",
     )
     files.add_parser("rm", help="delete files (or cancel unfinished uploads)").add_argument(
         "ids", nargs="+", metavar="ID", help="file ids (or unique prefixes)"

@@ -42,6 +42,7 @@ class ClientAPI:
     kinds = operation(Operations.kinds)
     create_task = operation(Operations.create_task)
     check_task = operation(Operations.check_task)
+    preview_csv = operation(Operations.preview_csv)
     list_tasks = operation(Operations.list_tasks)
     iter_tasks = stream(Operations.iter_tasks, Task)
     get_task = operation(Operations.get_task)

@@ -34,6 +34,16 @@ class Progress(_Model):
     updated_at: datetime | None = None
 
 
+class CsvPreview(_Model):
+    """A file as ``import_csv`` would read it: dialect, columns and their types, the first rows."""
+
+    dialect: dict[str, Any]
+    columns: list[dict[str, str]]
+    renamed: list[dict[str, str]] = []
+    sampled_records: int = 0
+    rows: list[list[str | None]] = []
+
+
 class TaskCheck(_Model):
     """A dry run's answer: the task the server would start (nothing was started)."""
 

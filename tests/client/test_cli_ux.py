@@ -207,3 +207,16 @@ def test_transfer_rate_is_in_the_same_binary_units_as_the_sizes() -> None:
         task = progress.tasks[job]
         task.finished_speed = 3 * 2**20  # what rich measured, in bytes per second
         assert _ByteRate().render(task).plain == "3.0 MiB/s"
+
+
+@sqlite_only
+def test_files_preview_prints_dialect_columns_and_rows(live: Live, env: dict[str, str], tmp_path: Path) -> None:
+    source = tmp_path / "pipes.csv"
+    source.write_text("day|count\n2026-11-01|4\n2026-11-02|5\n")
+    file_id = ok_json(tsm(env, "--json", "upload", str(source)))["file_id"]
+    shown = tsm(env, "files", "preview", file_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("pipe-separated") and "a header line" in lines[0], shown.stdout
+    assert "day" in lines[1] and "count" in lines[1] and "date" in lines[2] and "bigint" in lines[2], shown.stdout
+    assert "2026-11-02" in shown.stdout

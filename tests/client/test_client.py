@@ -165,6 +165,23 @@ def test_an_import_is_checked_before_its_upload_and_leaves_no_orphan(live: Live,
         assert {f.id for f in tsm.iter_files()} == before  # the refused task's upload was removed
 
 
+def test_a_csv_preview_shows_the_sniffed_dialect_and_inferred_types(live: Live, tmp_path: Path) -> None:
+    source = tmp_path / "semi.csv"
+    source.write_text("id;name;amount\n" + "".join(f"{i};n{i};{i}.5\n" for i in range(1, 40)))
+    with live.client() as tsm:
+        up = tsm.upload(source)
+        preview = tsm.preview_csv(up.file_id, rows=3)
+        forced = tsm.preview_csv(up.file_id, rows=1, header=False, delimiter=";")
+    assert preview.dialect["delimiter"] == ";" and preview.dialect["header"] is True
+    assert [(c["name"], c["type"]) for c in preview.columns] == [
+        ("id", "bigint"),
+        ("name", "text"),
+        ("amount", "numeric"),
+    ]
+    assert preview.rows == [["1", "n1", "1.5"], ["2", "n2", "2.5"], ["3", "n3", "3.5"]]
+    assert forced.dialect["header"] is False and forced.rows == [["id", "name", "amount"]]
+
+
 def test_empty_file_round_trip(live: Live, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")

@@ -41,7 +41,7 @@ def result_of(name: str) -> Any:
 def test_every_call_of_the_api_is_bound() -> None:
     assert " ".join(PUBLIC) == (
         "cancel check_task create_task delete_file download events export_csv fetch_export file_info get_task"
-        " import_csv iter_files iter_tasks kinds list_files list_tasks pause resume upload wait"
+        " import_csv iter_files iter_tasks kinds list_files list_tasks pause preview_csv resume upload wait"
     )
     assert sorted(STREAMS) == ["events", "iter_files", "iter_tasks"]
 
