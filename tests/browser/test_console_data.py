@@ -75,3 +75,22 @@ def test_the_import_wizard_previews_imports_and_the_export_downloads(page, http,
     assert exported.splitlines()[0] == b"id,name,price,day"
     assert len(exported.splitlines()) == 51
     assert problems.errors == []
+
+
+def test_preview_problems_are_said_in_words(page, http, problems):
+    problems.allowed.append("/previews/csv?")  # Chromium logs each failed fetch; the page explains them
+    unreadable = _upload(http, "latin1.csv", b"id,name\n1,caf\xe9\n")
+    page.goto(f"/ui/data?file={unreadable}")
+    alert = page.locator("#preview-errors")
+    alert.get_by_text("cannot be read as CSV").wait_for()
+    assert page.locator("#preview thead th").count() == 0
+
+    gone = _upload(http, "gone.csv", CSV)
+    page.goto(f"/ui/data?file={gone}")
+    page.locator("#preview th", has_text="price").wait_for()
+    assert http.delete(f"/files/{gone}", headers=TUS).status_code == 204
+    page.get_by_label("Delimiter").select_option(";")  # asks again, for a file now deleted
+    alert.get_by_text("no longer exists").wait_for()
+    assert page.locator("#preview tbody tr").count() == 0
+    assert ["status of 422" in problems.errors[0], "status of 404" in problems.errors[1]] == [True, True]
+    assert len(problems.errors) == 2  # only the two failed previews, nothing else
