@@ -1,101 +1,92 @@
-// Import wizard and export: pick a complete upload, preview its first rows (a Range request for
-// the first 64 KiB, parsed here), name the table, start import_csv; or start export_csv on a table.
-// Both then continue on the task's page, where the result and reject files are linked.
+// Import wizard and export: pick a complete upload, see how the import will read it (the server's
+// GET /previews/csv: dialect, column names and types, first rows), name the table, start
+// import_csv; or start export_csv on a table. Both then continue on the task's page, where the
+// result and reject files are linked. Delimiter and header left on "detect" are sniffed by the
+// server, for the preview and the import alike, so what the preview shows is what gets imported.
 
-import { api, authHeaders, errorFrom } from "./api.js";
+import { api } from "./api.js";
 import { el, formatBytes, sayError, setupKeyForm } from "./ui.js";
 
-const PREVIEW_BYTES = 64 * 1024;
 const PREVIEW_ROWS = 10;
+const DELIMITER_NAMES = { ",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe" };
 const importForm = document.getElementById("import-form");
 const fileSelect = document.getElementById("import-file");
-let previewText = "";
+const previewNote = document.getElementById("preview-note");
+const previewErrors = document.getElementById("preview-errors");
+let previewRequest = null;
 
-// RFC 4180 records from text that may stop mid-record: the last, possibly cut, record is dropped.
-function parseCsv(text, delimiter, limit) {
-  const records = [];
-  let record = [];
-  let field = "";
-  let quoted = false;
-  for (let i = 0; i < text.length && records.length < limit; i += 1) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') {
-        field += '"';
-        i += 1;
-      } else if (c === '"') quoted = false;
-      else field += c;
-    } else if (c === '"' && field === "") quoted = true;
-    else if (c === delimiter) {
-      record.push(field);
-      field = "";
-    } else if (c === "\n" || c === "\r") {
-      if (c === "\r" && text[i + 1] === "\n") i += 1;
-      record.push(field);
-      records.push(record);
-      record = [];
-      field = "";
-    } else field += c;
-  }
-  return records;
+// The dialect options the user fixed; the rest are left to the server to sniff.
+function dialectOptions() {
+  const form = importForm.elements;
+  const options = {};
+  if (form.delimiter.value) options.delimiter = form.delimiter.value;
+  if (form.header.value) options.header = form.header.value === "true";
+  return options;
 }
 
-const GUESSES = [
-  ["bigint", /^[+-]?\d{1,18}$/],
-  ["numeric", /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/],
-  ["boolean", /^(true|false|t|f|yes|no)$/i],
-  ["date", /^\d{4}-\d{2}-\d{2}$/],
-  ["timestamp", /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/],
-  ["timestamptz", /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/],
-];
-
-function guessType(values) {
-  const present = values.filter((v) => v !== "" && v !== undefined);
-  if (!present.length) return "text";
-  const fit = GUESSES.find(([, pattern]) => present.every((v) => pattern.test(v)));
-  return fit ? fit[0] : "text";
+function describeDialect({ delimiter, quote, header }, given) {
+  const how = (name) => (name in given ? "given" : "detected");
+  const name = DELIMITER_NAMES[delimiter] || JSON.stringify(delimiter);
+  const first = header ? "the first row holds the column names" : "no header row";
+  return `Delimiter ${name} (${how("delimiter")}), quote ${quote}, ${first} (${how("header")}).`;
 }
 
-function showPreview() {
-  const head = document.querySelector("#preview thead");
-  const body = document.querySelector("#preview tbody");
-  if (!previewText) {
-    head.replaceChildren();
-    body.replaceChildren();
-    return;
-  }
-  const delimiter = importForm.elements.delimiter.value;
-  const hasHeader = importForm.elements.header.checked;
-  const records = parseCsv(previewText, delimiter, PREVIEW_ROWS + 1);
-  const names = hasHeader ? records[0] || [] : (records[0] || []).map((_, i) => `column_${i + 1}`);
-  const rows = hasHeader ? records.slice(1) : records.slice(0, PREVIEW_ROWS);
-  const types = names.map((_, i) => guessType(rows.map((row) => row[i])));
-  head.replaceChildren(
-    el("tr", {}, ...names.map((name) => el("th", { scope: "col", text: name }))),
-    el("tr", { class: "types" }, ...types.map((type) => el("td", { text: type }))),
+function clearPreview(note = "") {
+  document.querySelector("#preview thead").replaceChildren();
+  document.querySelector("#preview tbody").replaceChildren();
+  previewNote.textContent = note;
+}
+
+function showPreview(preview, given) {
+  const { columns, rows } = preview;
+  document.querySelector("#preview thead").replaceChildren(
+    el("tr", {}, ...columns.map((column) => el("th", { scope: "col", text: column.name }))),
+    el("tr", { class: "types" }, ...columns.map((column) => el("td", { text: column.type }))),
   );
-  body.replaceChildren(...rows.map((row) => el("tr", {}, ...names.map((_, i) => el("td", { text: row[i] ?? "" })))));
-  document.getElementById("preview-note").textContent =
-    `The first ${rows.length} rows, with the column types guessed from them (the import guesses from a larger sample).`;
+  document.querySelector("#preview tbody").replaceChildren(
+    ...rows.map((row) => el("tr", {}, ...columns.map((_, i) => el("td", { text: row[i] ?? "" })))),
+  );
+  const renamed = preview.renamed.map((item) => `${JSON.stringify(item.header)} → ${item.column}`);
+  previewNote.textContent = [
+    describeDialect(preview.dialect, given),
+    `Types inferred from ${preview.sampled_records} records across the file; the first ${rows.length} rows shown.`,
+    renamed.length ? `Renamed columns: ${renamed.join(", ")}.` : "",
+  ].join(" ");
+}
+
+// What a preview problem means for the wizard, in words (the problem's detail kept).
+function previewProblem(error) {
+  const detail = error.problem?.detail || error.problem?.title || "";
+  if (error.status === 404) return "This file no longer exists (or is not yours): pick another one.";
+  if (error.status === 409) return "This upload is not complete yet: finish it on the Files page first.";
+  if (error.status === 422) return `The file cannot be read as CSV with these options: ${detail}`;
+  return error.message;
 }
 
 async function loadPreview() {
-  previewText = "";
-  showPreview();
+  previewRequest?.abort();
+  previewErrors.replaceChildren();
+  clearPreview();
   if (!fileSelect.value) return;
+  const request = new AbortController();
+  previewRequest = request;
+  const given = dialectOptions();
+  const query = new URLSearchParams({ file_id: fileSelect.value, rows: String(PREVIEW_ROWS), ...given });
+  previewNote.textContent = "Reading the file…";
   try {
-    const response = await fetch(`/files/${fileSelect.value}`, {
-      headers: authHeaders({ Range: `bytes=0-${PREVIEW_BYTES - 1}` }),
-    });
-    if (!response.ok) throw await errorFrom(response);
-    previewText = new TextDecoder().decode(await response.arrayBuffer()).replace(/^\uFEFF/, "");
-    const name = fileSelect.selectedOptions[0]?.dataset.filename || "";
-    const table = document.getElementById("import-table");
-    if (!table.value && name) table.value = name.replace(/\.[^.]*$/, "").toLowerCase().replace(/[^a-z0-9_]+/g, "_").replace(/^(\d)/, "t_$1");
+    showPreview(await api(`/previews/csv?${query}`, { signal: request.signal }), given);
+    proposeTableName();
   } catch (error) {
-    sayError(error);
+    if (error.name === "AbortError") return; // a newer choice replaced this request
+    clearPreview();
+    previewErrors.replaceChildren(el("p", { text: previewProblem(error) }));
   }
-  showPreview();
+}
+
+function proposeTableName() {
+  const name = fileSelect.selectedOptions[0]?.dataset.filename || "";
+  const table = document.getElementById("import-table");
+  if (!table.value && name) table.value = name.replace(/\.[^.]*$/, "").toLowerCase().replace(/[^a-z0-9_]+/g, "_").replace(/^(\d)/, "t_$1");
 }
 
 async function loadFiles() {
@@ -159,8 +150,7 @@ importForm.addEventListener("submit", (event) => {
     file_id: form.file_id.value,
     table: form.table.value.trim(),
     mode: form.mode.value,
-    delimiter: form.delimiter.value,
-    header: form.header.checked,
+    ...dialectOptions(),
     on_error: form.on_error.value,
   });
 });
@@ -172,8 +162,8 @@ fileSelect.addEventListener("change", () => {
   document.getElementById("import-table").value = "";
   loadPreview();
 });
-importForm.elements.delimiter.addEventListener("change", showPreview);
-importForm.elements.header.addEventListener("change", showPreview);
+importForm.elements.delimiter.addEventListener("change", loadPreview);
+importForm.elements.header.addEventListener("change", loadPreview);
 
 const reload = () => Promise.all([loadFiles(), loadTables()]);
 setupKeyForm(reload);
