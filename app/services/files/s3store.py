@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from app.config import Settings
 from app.errors import PayloadTooLarge
-from app.metrics import BYTES_UPLOADED
+from app.metrics import BYTES_UPLOADED, OBJECT_STORE_BYTES, OBJECT_STORE_ERRORS, OBJECT_STORE_REQUESTS
 from app.models import File
 from app.services.files import writer
 from app.services.files.store import ByteStore, Stat, read_ahead
@@ -53,8 +53,24 @@ def _missing(exc: ClientError) -> bool:
     return str(error.get("Code")) in MISSING
 
 
+def _counted(read: Callable[..., Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
+    """A GET body's ``read``, its bytes (and a connection lost mid-body) counted for /metrics."""
+
+    async def counted_read(*size: int) -> bytes:
+        try:
+            block = bytes(await read(*size))
+        except Exception:
+            OBJECT_STORE_ERRORS.labels("get_object").inc()
+            raise
+        OBJECT_STORE_BYTES.labels("get_object").inc(len(block))
+        return block
+
+    return counted_read
+
+
 class S3Store:
     local = False
+    name = "s3"
 
     def __init__(self, client: Any, bucket: str, prefix: str, max_upload_bytes: int) -> None:
         self.s3, self.bucket, self.prefix = client, bucket, prefix
@@ -64,6 +80,26 @@ class S3Store:
         """PART_BYTES, or more when the upload (or, length unknown, the largest one) needs it."""
         return max(PART_BYTES, -(-(length or self.max_upload_bytes) // (MAX_PARTS - 1)))
 
+    @property
+    def where(self) -> str:
+        return f"S3 bucket {self.bucket}"
+
+    async def check(self) -> None:
+        await self._call("head_bucket")
+
+    async def _call(self, operation: str, **params: Any) -> Any:
+        """One S3 request on the bucket, counted for /metrics (bytes sent, errors)."""
+        OBJECT_STORE_REQUESTS.labels(operation).inc()
+        body = params.get("Body")
+        try:
+            answer = await getattr(self.s3, operation)(Bucket=self.bucket, **params)
+        except Exception:
+            OBJECT_STORE_ERRORS.labels(operation).inc()
+            raise
+        if isinstance(body, bytes | bytearray):
+            OBJECT_STORE_BYTES.labels(operation).inc(len(body))
+        return answer
+
     def key(self, file_id: str) -> str:
         return f"{self.prefix}files/{file_id}"
 
@@ -71,9 +107,9 @@ class S3Store:
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         if empty:
-            await self.s3.put_object(Bucket=self.bucket, Key=self.key(file_id), Body=b"")
+            await self._call("put_object", Key=self.key(file_id), Body=b"")
             return None
-        made = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key(file_id))
+        made = await self._call("create_multipart_upload", Key=self.key(file_id))
         return {"upload_id": made["UploadId"], "parts": [], "tail": 0, "tail_key": None}
 
     async def prepare(self, row: File) -> int | None:
@@ -136,15 +172,15 @@ class S3Store:
                 await self._delete_key(old_tail)
 
     async def upload_part(self, file_id: str, upload_id: str, number: int, data: bytes) -> str:
-        answer = await self.s3.upload_part(
-            Bucket=self.bucket, Key=self.key(file_id), UploadId=upload_id, PartNumber=number, Body=data
+        answer = await self._call(
+            "upload_part", Key=self.key(file_id), UploadId=upload_id, PartNumber=number, Body=data
         )
         BYTES_UPLOADED.inc(len(data))
         return str(answer["ETag"])
 
     async def put_tail(self, file_id: str, data: bytes) -> str:
         key = f"{self.key(file_id)}.tail-{secrets.token_hex(8)}"
-        await self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        await self._call("put_object", Key=key, Body=data)
         return key
 
     async def finish(self, file_id: str, multipart: dict[str, Any] | None) -> None:
@@ -153,8 +189,8 @@ class S3Store:
             return
         parts = [{"PartNumber": p["number"], "ETag": p["etag"]} for p in multipart["parts"]]
         try:
-            await self.s3.complete_multipart_upload(
-                Bucket=self.bucket,
+            await self._call(
+                "complete_multipart_upload",
                 Key=self.key(file_id),
                 UploadId=multipart["upload_id"],
                 MultipartUpload={"Parts": parts},
@@ -169,13 +205,13 @@ class S3Store:
     # -- reading ----------------------------------------------------------------------------
 
     async def _get(self, key: str) -> bytes:
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=key)
+        answer = await self._call("get_object", Key=key)
         async with answer["Body"] as body:
-            return bytes(await body.read())
+            return await _counted(body.read)()
 
     async def stat(self, file_id: str) -> Stat | None:
         try:
-            head = await self.s3.head_object(Bucket=self.bucket, Key=self.key(file_id))
+            head = await self._call("head_object", Key=self.key(file_id))
         except ClientError as exc:
             if _missing(exc):
                 return None
@@ -183,16 +219,17 @@ class S3Store:
         return Stat(int(head["ContentLength"]), int(head["LastModified"].timestamp()) * 1_000_000_000)
 
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id), Range=f"bytes={first}-{last}")
+        answer = await self._call("get_object", Key=self.key(file_id), Range=f"bytes={first}-{last}")
         async with answer["Body"] as body:
-            async for block in read_ahead(body.read, last - first + 1):
+            async for block in read_ahead(_counted(body.read), last - first + 1):
                 yield block
 
     async def sha256(self, file_id: str) -> str:
         digest = hashlib.sha256()
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id))
+        answer = await self._call("get_object", Key=self.key(file_id))
         async with answer["Body"] as body:
-            while block := await body.read(1 << 20):
+            read = _counted(body.read)
+            while block := await read(1 << 20):
                 digest.update(block)
         return digest.hexdigest()
 
@@ -201,9 +238,7 @@ class S3Store:
     async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
         if multipart and multipart.get("upload_id"):
             try:
-                await self.s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key(file_id), UploadId=multipart["upload_id"]
-                )
+                await self._call("abort_multipart_upload", Key=self.key(file_id), UploadId=multipart["upload_id"])
             except ClientError as exc:
                 if not _missing(exc):
                     raise
@@ -213,7 +248,7 @@ class S3Store:
 
     async def _delete_key(self, key: str) -> None:
         try:
-            await self.s3.delete_object(Bucket=self.bucket, Key=key)
+            await self._call("delete_object", Key=key)
         except ClientError as exc:
             if not _missing(exc):
                 raise

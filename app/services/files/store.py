@@ -46,6 +46,16 @@ class ByteStore(Protocol):
     """What uploads, downloads and the sweeper need of the place bytes live."""
 
     local: bool
+    name: str  # what /readyz reports: "local" or "s3"
+
+    @property
+    def where(self) -> str:
+        """For people: "the local directory", "S3 bucket <name>"."""
+        ...
+
+    async def check(self) -> None:
+        """Raise if the store cannot be reached right now (/readyz)."""
+        ...
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         """Room for a new upload (``empty``: already complete); returns its ``File.multipart``."""
@@ -101,9 +111,14 @@ class LocalStore:
     """Today's storage: storage/files/<id>, written by writer.py, read with aiofiles."""
 
     local = True
+    name = "local"
+    where = "the local directory"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    async def check(self) -> None:
+        return None  # the directory is checked at start-up; a full disk shows on writes
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         async with aiofiles.open(file_path(self.settings, file_id), "wb"):
