@@ -11,7 +11,8 @@
 
 As with tusd's s3store, a tail object holds what does not fill a part (S3 refuses parts under
 5 MiB but the last). Each tail gets a fresh key, so a PATCH whose checksum fails leaves the
-previous tail intact; the superseded one is deleted once the row has moved on. A part that was
+previous tail intact; the superseded one is deleted once the row has moved on, and a PATCH that
+lost its lock writes no tail (or deletes the one it wrote: nobody names it). A part that was
 uploaded but never entered the row is harmless: its number is reused by the next PATCH, and
 completion names only the listed parts. Termination and expiry abort the multipart upload and
 delete the tail. Downloads are ranged GETs, read ahead one block.
@@ -156,14 +157,18 @@ class S3Store:
         except writer.BodyInterrupted:
             complete = False
         finally:
-            # Whatever happened, what was received is kept: as parts, then as the tail.
-            await pipeline.finish(final=length is not None and pipeline.end() >= length)
+            # Whatever happened, what was received is kept: as parts, then as the tail (unless
+            # the lock is gone: the row is another writer's now, and a tail would be nobody's).
+            await pipeline.finish(final=length is not None and pipeline.end() >= length, keep_tail=not state.lock_lost)
         return complete
 
     async def discard(self, row: File, state: writer.WriteState) -> None:
         new_tail = (state.multipart or {}).get("tail_key")
         if new_tail and new_tail != (row.multipart or {}).get("tail_key"):
             await self._delete_key(new_tail)
+
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        await self.discard(row, state)  # a fresh tail key is only ever this PATCH's
 
     async def settled(self, before: File, state: writer.WriteState) -> None:
         old_tail = (before.multipart or {}).get("tail_key")
@@ -309,7 +314,7 @@ class _PartPipeline:
         self.state.multipart = {"upload_id": self.upload_id, "parts": parts, "tail": tail, "tail_key": tail_key}
         self.state.durable = self.base + tail
 
-    async def finish(self, *, final: bool) -> None:
+    async def finish(self, *, final: bool, keep_tail: bool = True) -> None:
         """Keep the rest: as the last part when the upload is whole, else as a new tail."""
         try:
             await self._wait()
@@ -322,7 +327,7 @@ class _PartPipeline:
             if rest or not self.parts:
                 await self._upload(rest)
             return
-        if rest and self.base + len(rest) > self.state.durable:
+        if keep_tail and rest and self.base + len(rest) > self.state.durable:
             tail_key = await self.store.put_tail(self.file_id, rest)
             self._publish(tail=len(rest), tail_key=tail_key)
 

@@ -1,6 +1,6 @@
 """One interface for a file's bytes, two places to keep them.
 
-    ByteStore            create · prepare · receive (append durably) · finish · discard · stat
+    ByteStore            create · prepare · receive (append durably) · finish · discard · abandon · stat
                          read_range · sha256 · delete · forget
       LocalStore         storage/files/<id> through aiofiles and writer.py (fsync rules there)
       S3Store            s3://bucket/prefix/files/<id> (app/services/files/s3store.py)
@@ -90,6 +90,11 @@ class ByteStore(Protocol):
         """Undo a PATCH that must not count (a failed checksum): back to ``row.offset``."""
         ...
 
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        """A PATCH lost its lock, so its outcome never reached the row: remove what only it wrote
+        and nobody names, never touching what the row (now another writer's) may name."""
+        ...
+
     async def settled(self, before: File, state: writer.WriteState) -> None:
         """The row now holds ``state``'s outcome: drop what it superseded (best effort)."""
         ...
@@ -156,6 +161,9 @@ class LocalStore:
 
     async def discard(self, row: File, state: writer.WriteState) -> None:
         await writer.truncate(file_path(self.settings, row.id), row.offset)
+
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        return None  # the file is the new lock holder's now: its next PATCH trims past its offset
 
     async def settled(self, before: File, state: writer.WriteState) -> None:
         return None
