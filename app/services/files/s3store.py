@@ -15,7 +15,11 @@ previous tail intact; the superseded one is deleted once the row has moved on, a
 lost its lock writes no tail (or deletes the one it wrote: nobody names it). A part that was
 uploaded but never entered the row is harmless: its number is reused by the next PATCH, and
 completion names only the listed parts. Termination and expiry abort the multipart upload and
-delete the tail. Downloads are ranged GETs, read ahead one block.
+delete the tail. Downloads are ranged GETs, read ahead one block (or, with
+``TSM_S3_PRESIGNED_REDIRECTS``, a 307 to a presigned GET for one full or one-range request).
+
+Every request goes through ``S3Store._call``, which counts it for /metrics by operation
+(``tsm_object_store_requests``, ``…_errors``, ``…_bytes``: bodies sent and received).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from app.services.files.store import ByteStore, Stat, read_ahead
 
 PART_BYTES = 5 << 20  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload: larger uploads need larger parts
+PRESIGN_SECONDS = 300  # a redirect is followed at once: short, so a leaked URL soon stops working
 MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -223,6 +228,16 @@ class S3Store:
             raise
         return Stat(int(head["ContentLength"]), int(head["LastModified"].timestamp()) * 1_000_000_000)
 
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        """A GET URL signed for PRESIGN_SECONDS that answers with the service's own name and type."""
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key(file_id),
+            "ResponseContentDisposition": filename,
+            "ResponseContentType": content_type,
+        }
+        return str(await self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS))
+
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         answer = await self._call("get_object", Key=self.key(file_id), Range=f"bytes={first}-{last}")
         async with answer["Body"] as body:
@@ -341,7 +356,12 @@ async def open_s3_store(settings: Settings) -> AsyncIterator[ByteStore]:
             "aws_access_key_id": settings.s3_access_key_id,
             "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
         }
-    config = AioConfig(max_pool_connections=64, s3={"addressing_style": "path"}, retries={"max_attempts": 3})
+    config = AioConfig(
+        max_pool_connections=64,
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3},
+        signature_version="s3v4",  # presigned URLs too (botocore would presign with SigV2)
+    )
     async with get_session().create_client(
         "s3",
         endpoint_url=settings.s3_endpoint_url or None,

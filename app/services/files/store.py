@@ -101,6 +101,10 @@ class ByteStore(Protocol):
 
     async def stat(self, file_id: str) -> Stat | None: ...
 
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        """A URL that serves the file's bytes without the service (None: the store has none)."""
+        ...
+
     def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         """Bytes ``first..last`` (inclusive) of a complete file, the next block read ahead."""
         ...
@@ -174,6 +178,9 @@ class LocalStore:
         except FileNotFoundError:
             return None
         return Stat(found.st_size, found.st_mtime_ns)
+
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        return None
 
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         async with aiofiles.open(file_path(self.settings, file_id), "rb", buffering=0) as handle:
