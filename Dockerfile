@@ -17,7 +17,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY clients ./clients
-RUN pip install . && pip uninstall -y pip setuptools
+# With the s3 extra (aiobotocore): TSM_STORAGE_URL=s3://… works in the image as it is.
+RUN pip install '.[s3]' && pip uninstall -y pip setuptools
 
 # --- runtime: the venv only, run by an unprivileged user -------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr = SecretStr("")
+    # A single full or one-range GET of a file on S3 answers 307 to a presigned URL (the bytes then
+    # flow from the store, not through the service); off: every byte is streamed by the service.
+    s3_presigned_redirects: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

@@ -27,6 +27,17 @@ from app.services.runtime import states as S
 
 BYTES_UPLOADED = Counter("tsm_bytes_uploaded", "Bytes received by upload PATCH requests.")
 BYTES_DOWNLOADED = Counter("tsm_bytes_downloaded", "Bytes sent by file downloads.")
+OBJECT_STORE_REQUESTS = Counter(
+    "tsm_object_store_requests", "Requests sent to the S3 object store, by operation.", ["operation"]
+)
+OBJECT_STORE_ERRORS = Counter(
+    "tsm_object_store_errors",
+    "Object-store requests that failed (an error answer, 404 included, or a connection lost), by operation.",
+    ["operation"],
+)
+OBJECT_STORE_BYTES = Counter(
+    "tsm_object_store_bytes", "Body bytes sent to (put, part) or read from (get) the object store.", ["operation"]
+)
 ROWS_IMPORTED = Counter("tsm_rows_imported", "Rows committed by import tasks.")
 ROWS_EXPORTED = Counter("tsm_rows_exported", "Rows written by export tasks.")
 CHECKPOINT_SECONDS = Histogram("tsm_checkpoint_seconds", "Time to commit one checkpoint (with its batch).", ["kind"])

@@ -147,11 +147,14 @@ class HealthRead(BaseModel):
 
 
 class ReadyRead(BaseModel):
-    """Readiness: the process reached its database just now and takes work."""
+    """Readiness: the process reached its database (and its bucket, on S3) just now and takes work."""
 
     status: Literal["ok"]
     version: str = Field(description="The service's version.")
     database: Literal["sqlite", "postgresql"] = Field(description="The database this replica reached.")
+    store: Literal["local", "s3"] = Field(
+        description="Where file bytes live: the local directory, or the S3 bucket this replica reached."
+    )
 
 
 class FileRead(BaseModel):

@@ -10,10 +10,11 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.http.problems import problems
-from app.http.ranges import plan_download, stream_body
+from app.http.ranges import Download, plan_download, stream_body
 from app.services.files.catalog import get_file
-from app.services.files.downloads import stored_file
+from app.services.files.downloads import StoredFile, stored_file
 from app.services.owners.keys import Principal
 
 _TEXT: dict[str, str] = {"type": "string"}
@@ -36,6 +37,23 @@ DOWNLOAD_PROBLEMS = problems(
 )
 
 
+async def _presigned_redirect(request: Request, stored: StoredFile, plan: Download) -> Response | None:
+    """With TSM_S3_PRESIGNED_REDIRECTS: a single full or one-range GET goes straight to the store.
+
+    Validators were checked here already; the client repeats its Range to the presigned URL, and
+    the URL makes S3 answer with this file's Content-Disposition and Content-Type. Several ranges
+    (multipart/byteranges) are always sent by the service.
+    """
+    settings: Settings = request.app.state.settings
+    if not settings.s3_presigned_redirects or plan.status not in (200, 206) or plan.boundary is not None:
+        return None
+    disposition, content_type = plan.headers["Content-Disposition"], plan.content_type
+    url = await stored.store.presigned_url(stored.id, filename=disposition, content_type=content_type)
+    if url is None:
+        return None
+    return Response(status_code=307, headers={"Location": url, "Cache-Control": "private, no-store"})
+
+
 async def download_response(
     request: Request, session: AsyncSession, principal: Principal, file_id: str, method: str
 ) -> Response:
@@ -47,5 +65,7 @@ async def download_response(
     if plan.status == 304 or method == "HEAD":
         media_type = None if plan.status == 304 else plan.content_type
         return Response(status_code=plan.status, headers=plan.headers, media_type=media_type)
+    if method == "GET" and (redirect := await _presigned_redirect(request, stored, plan)) is not None:
+        return redirect
     body = stream_body(plan, stored.read_range)
     return StreamingResponse(body, status_code=plan.status, headers=plan.headers, media_type=plan.content_type)

@@ -24,6 +24,11 @@ router = APIRouter(prefix="/files", tags=["downloads"])
         200: {"content": ANY_BYTES, "description": "The whole file, as the upload's file type (or octet-stream)."},
         206: {"content": ANY_BYTES, "description": "The range; several ranges come as multipart/byteranges."},
         304: {"description": "Not modified (If-None-Match / If-Modified-Since)."},
+        307: {
+            "description": "With TSM_S3_PRESIGNED_REDIRECTS on S3: a single full or one-range GET is sent to "
+            "a presigned URL of the store (`Location`); repeat the Range there.",
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        },
         **DOWNLOAD_PROBLEMS,
         **problems((416, "No requested range is satisfiable.")),
     },

@@ -9,11 +9,13 @@ import os
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from app.models import File, utcnow
 from app.services.files.storage import file_path
+from tests.helpers.apps import open_app
 from tests.helpers.tus import TUS, key_headers, upload
 
 pytestmark = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
@@ -264,3 +266,35 @@ async def test_bytes_downloaded_metric_counts_the_body(client, file_id):
     before = REGISTRY.get_sample_value("tsm_bytes_downloaded_total") or 0
     await _get(client, file_id, Range="bytes=0-99")
     assert REGISTRY.get_sample_value("tsm_bytes_downloaded_total") - before == 100
+
+
+async def test_presigned_redirects_send_one_full_or_one_range_get_to_the_store(settings, store):
+    async with open_app(settings, s3_presigned_redirects=True) as (_app, client):
+        file_id = await upload(client, DATA, "résumé 2024.bin")
+        streamed = await _get(client, file_id, range="bytes=0-0,-1")  # several ranges: always streamed
+        assert streamed.status_code == 206 and streamed.headers["content-type"].startswith("multipart/byteranges")
+        head = await client.head(f"/files/{file_id}")  # HEAD: answered here, with the headers a GET has
+        assert head.status_code == 200
+        etag = head.headers["etag"]
+        assert (await _get(client, file_id, if_none_match=etag)).status_code == 304
+
+        full = await _get(client, file_id)
+        ranged = await _get(client, file_id, range="bytes=100-199")
+        if store == "local":  # nothing to presign: the service streams as ever
+            assert full.status_code == 200 and full.content == DATA
+            assert ranged.status_code == 206 and ranged.content == DATA[100:200]
+            return
+        assert full.status_code == ranged.status_code == 307
+        assert full.headers["cache-control"] == "private, no-store" and not full.content
+        async with httpx.AsyncClient() as direct:  # the store itself answers the presigned URL
+            whole = await direct.get(full.headers["location"])
+            assert whole.status_code == 200, whole.text
+            assert whole.content == DATA
+            assert whole.headers["content-disposition"] == head.headers["content-disposition"]
+            part = await direct.get(ranged.headers["location"], headers={"Range": "bytes=100-199"})
+            assert part.status_code == 206 and part.content == DATA[100:200]
+
+
+async def test_presigned_redirects_are_off_by_default(client, file_id):
+    response = await _get(client, file_id, range="bytes=0-9")
+    assert response.status_code == 206 and response.content == DATA[:10]

@@ -6,9 +6,15 @@ before the work with one taken after it.
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.apps import wait_for, wait_state
+from tests.helpers.tus import new_upload, patch
+
+MiB = 1 << 20
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -92,3 +98,41 @@ async def test_metrics_need_no_api_key_even_when_auth_is_required(client, app):
     app.state.settings = app.state.settings.model_copy(update={"auth_required": True})
     assert (await client.get("/tasks")).status_code == 401
     assert (await client.get("/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+async def test_metrics_count_object_store_requests_bytes_and_errors(client):
+    data = os.urandom(6 * MiB + 3)
+    before = await scrape(client)
+    url = await new_upload(client, len(data))
+    assert (await patch(client, url, 0, data[: 2 * MiB])).status_code == 204  # a tail object
+    assert (await patch(client, url, 2 * MiB, data[2 * MiB :])).status_code == 204
+    assert (await client.get(url)).content == data
+    after = await scrape(client)
+
+    requests = "tsm_object_store_requests_total"
+    assert delta(before, after, requests, operation="create_multipart_upload") == 1
+    assert delta(before, after, requests, operation="upload_part") >= 1  # how many: how the body came in
+    assert delta(before, after, requests, operation="complete_multipart_upload") == 1
+    assert delta(before, after, requests, operation="get_object") >= 2  # the tail, the download
+    sent = delta(before, after, "tsm_object_store_bytes_total", operation="upload_part")
+    assert sent == len(data)
+    assert delta(before, after, "tsm_object_store_bytes_total", operation="put_object") == 2 * MiB
+    # The download read every byte; the tail was read back once; the SHA-256 may have run already.
+    read = delta(before, after, "tsm_object_store_bytes_total", operation="get_object")
+    assert read >= len(data) + 2 * MiB
+    assert delta(before, after, "tsm_object_store_errors_total", operation="upload_part") == 0
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+async def test_metrics_count_object_store_errors(client, app):
+    before = await scrape(client)
+    store = app.state.store
+    bucket, store.bucket = store.bucket, "tsm-no-such-bucket"
+    try:
+        assert (await client.get("/readyz")).status_code == 503
+    finally:
+        store.bucket = bucket
+    after = await scrape(client)
+    assert delta(before, after, "tsm_object_store_requests_total", operation="head_bucket") == 1
+    assert delta(before, after, "tsm_object_store_errors_total", operation="head_bucket") == 1

@@ -69,7 +69,8 @@ async def test_every_authenticated_route_answers_401_problems_without_a_key(sett
                 assert response.headers["content-type"] == PROBLEM_JSON
 
 
-async def test_probes_answer_exactly_what_their_schemas_declare(settings):
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+async def test_probes_answer_exactly_what_their_schemas_declare(settings, store):
     async with open_app(settings) as (_app, client):
         schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
         for path, name in (("/healthz", "HealthRead"), ("/readyz", "ReadyRead")):
@@ -78,6 +79,7 @@ async def test_probes_answer_exactly_what_their_schemas_declare(settings):
             assert set(body) == set(declared["properties"]), path
             assert set(declared["required"]) <= set(body), path
             assert all(value is not None for value in body.values()), path
+        assert (await client.get("/readyz")).json()["store"] == store
 
 
 async def test_readiness_is_a_503_problem_while_the_database_is_unreachable(settings):
@@ -95,3 +97,19 @@ async def test_readiness_is_a_503_problem_while_the_database_is_unreachable(sett
         finally:
             await app.state.database.dispose()
             app.state.database = reachable
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+async def test_readiness_is_a_503_problem_naming_the_bucket_while_it_is_unreachable(settings):
+    async with open_app(settings) as (app, client):
+        store = app.state.store
+        bucket = store.bucket
+        store.bucket = "tsm-no-such-bucket"
+        try:
+            answer = await client.get("/readyz")
+            assert answer.status_code == 503
+            assert answer.headers["content-type"] == PROBLEM_JSON
+            assert answer.json()["detail"] == "The s3 store (S3 bucket tsm-no-such-bucket) is not reachable."
+        finally:
+            store.bucket = bucket
+        assert (await client.get("/readyz")).status_code == 200

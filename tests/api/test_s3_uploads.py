@@ -6,6 +6,7 @@ on S3 (part lists, tails, open multipart uploads), on both databases.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
@@ -133,3 +134,57 @@ async def test_a_crash_between_completing_the_object_and_committing_is_repaired_
         assert row.state == "complete" and row.multipart is None
         assert (await client.get(url)).content == data
         assert await poll(lambda: _sha256(client, _id(url))) == hashlib.sha256(data).hexdigest()
+
+
+async def _held_open(client, url: str, first: bytes, release: asyncio.Event):
+    async def body():
+        yield first
+        await release.wait()
+        yield b"more"
+
+    return asyncio.create_task(patch(client, url, 0, body()))
+
+
+@pytest.mark.parametrize("noticed", ["at-the-end", "by-the-heartbeat"])
+async def test_a_patch_that_loses_its_lock_leaves_no_tail_object(settings, noticed):
+    # A heartbeat every 0.1 s notices the theft mid-body; a long lease leaves it to the final UPDATE.
+    lease = 0.3 if noticed == "by-the-heartbeat" else 60.0
+    async with open_app(settings, lease_seconds=lease) as (app, client):
+        url = await new_upload(client, 20 * MiB)
+        release = asyncio.Event()
+        holder = await _held_open(client, url, os.urandom(MiB), release)
+
+        async def locked() -> bool:
+            row = await get_row(app, _id(url))
+            return row is not None and row.lock_token is not None
+
+        await poll(locked)
+        await set_row(app, _id(url), lock_token="another-replica", lock_expires_at=utcnow() + timedelta(minutes=5))
+        if noticed == "by-the-heartbeat":
+            await asyncio.sleep(lease)
+        release.set()
+        assert (await holder).status_code == 423
+        row = await get_row(app, _id(url))
+        assert row.offset == 0 and row.multipart["tail_key"] is None
+        assert await s3_leftovers(app, _id(url)) == [app.state.store.key(_id(url))]  # the open upload only
+
+
+async def test_a_multipart_upload_whose_row_was_never_committed_is_aborted(client, app, monkeypatch):
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.models import File
+
+    commit = AsyncSession.commit
+
+    async def failing_commit(self):
+        if any(isinstance(obj, File) and obj.multipart for obj in self.sync_session.identity_map.values()):
+            raise ConnectionResetError("the database went away")
+        await commit(self)
+
+    monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+    with pytest.raises(ConnectionResetError):
+        await client.post("/files", headers={**TUS, "Upload-Length": str(10 * MiB)})
+    monkeypatch.setattr(AsyncSession, "commit", commit)
+    store = app.state.store
+    uploads = await store.s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+    assert uploads.get("Uploads", []) == []

@@ -132,7 +132,7 @@ async def test_health_and_readiness(client):
 
     assert (await client.get("/healthz")).json() == {"status": "ok", "version": __version__}
     ready = (await client.get("/readyz")).json()
-    assert ready == {"status": "ok", "version": __version__, "database": ready["database"]}
+    assert ready == {"status": "ok", "version": __version__, "database": ready["database"], "store": "local"}
     assert ready["database"] in {"sqlite", "postgresql"}
 
 

@@ -2,7 +2,8 @@
 
 .env.example        names exactly the Settings fields, each with its default and a meaning
 docker-compose.yml  parses; PostgreSQL healthcheck + named volume; app waits, auth on;
-                    sets only real settings; the commented scale-out example parses too
+                    sets only real settings; the commented scale-out example parses too;
+                    the "s3" profile: SeaweedFS + a bucket the app waits for, README says how
 Dockerfile          multi-stage slim 3.11, non-root, volume = storage dir, HEALTHCHECK on
                     /healthz, CMD = the command tests/helpers/server.py starts
 build context       what .dockerignore lets through builds a wheel that migrates a database
@@ -102,6 +103,38 @@ def test_compose_runs_the_app_on_a_healthy_postgresql():
     storage_volume, mount = app["volumes"][0].split(":")[:2]
     assert mount == env["TSM_STORAGE_DIR"] and storage_volume in compose["volumes"]
     assert app["ports"] == [f"{env['TSM_PORT']}:{env['TSM_PORT']}"]
+
+
+def test_compose_s3_profile_runs_seaweedfs_and_the_app_waits_for_its_bucket():
+    compose = _compose()
+    services = compose["services"]
+    s3, bucket, app = services["s3"], services["s3-bucket"], services["app"]
+    assert s3["profiles"] == ["s3"] and bucket["profiles"] == ["s3"]
+    assert "profiles" not in app and "profiles" not in services["db"], "the default stack needs no profile"
+    assert s3["image"].startswith("chrislusf/seaweedfs:") and s3["command"][:3] == ["server", "-dir=/data", "-s3"]
+    port = next(arg for arg in s3["command"] if arg.startswith("-s3.port=")).split("=")[1]
+    config = next(arg for arg in s3["command"] if arg.startswith("-s3.config=")).split("=")[1]
+    assert s3["configs"] == [{"source": "s3_identities", "target": config}]
+    assert s3["volumes"][0].split(":")[0] in compose["volumes"], "the bucket's bytes must be on a named volume"
+    # The identity SeaweedFS accepts is the one the app signs with (TSM_S3_* from .env).
+    identities = compose["configs"]["s3_identities"]["content"]
+    assert "${TSM_S3_ACCESS_KEY_ID:-tsm}" in identities and "${TSM_S3_SECRET_ACCESS_KEY:-" in identities
+    assert bucket["environment"]["AWS_ACCESS_KEY_ID"] == "${TSM_S3_ACCESS_KEY_ID:-tsm}"
+    assert f"http://s3:{port}" in bucket["command"][0] and "TSM_STORAGE_URL" in bucket["command"][0]
+    assert bucket["depends_on"] == ["s3"]
+    # Without the profile the app starts as before; with it, once the bucket exists.
+    wait = app["depends_on"]["s3-bucket"]
+    assert wait == {"condition": "service_completed_successfully", "required": False}
+    # The README says how to turn it on, with the settings the app needs.
+    section = _readme_section("Deployment")
+    assert "docker compose --profile s3 up" in section
+    for line in ("COMPOSE_PROFILES=s3", "TSM_STORAGE_URL=s3://", f"TSM_S3_ENDPOINT_URL=http://s3:{port}"):
+        assert line in section, line
+
+
+def test_the_image_can_reach_s3():
+    install = next(args for op, args in dockerfile() if op == "RUN" and "pip install" in args)
+    assert "'.[s3]'" in install, "TSM_STORAGE_URL=s3://… needs the s3 extra in the image"
 
 
 def test_compose_sets_only_real_settings():

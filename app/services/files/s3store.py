@@ -11,10 +11,15 @@
 
 As with tusd's s3store, a tail object holds what does not fill a part (S3 refuses parts under
 5 MiB but the last). Each tail gets a fresh key, so a PATCH whose checksum fails leaves the
-previous tail intact; the superseded one is deleted once the row has moved on. A part that was
+previous tail intact; the superseded one is deleted once the row has moved on, and a PATCH that
+lost its lock writes no tail (or deletes the one it wrote: nobody names it). A part that was
 uploaded but never entered the row is harmless: its number is reused by the next PATCH, and
 completion names only the listed parts. Termination and expiry abort the multipart upload and
-delete the tail. Downloads are ranged GETs, read ahead one block.
+delete the tail. Downloads are ranged GETs, read ahead one block (or, with
+``TSM_S3_PRESIGNED_REDIRECTS``, a 307 to a presigned GET for one full or one-range request).
+
+Every request goes through ``S3Store._call``, which counts it for /metrics by operation
+(``tsm_object_store_requests``, ``…_errors``, ``…_bytes``: bodies sent and received).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -32,13 +37,14 @@ from botocore.exceptions import ClientError
 
 from app.config import Settings
 from app.errors import PayloadTooLarge
-from app.metrics import BYTES_UPLOADED
+from app.metrics import BYTES_UPLOADED, OBJECT_STORE_BYTES, OBJECT_STORE_ERRORS, OBJECT_STORE_REQUESTS
 from app.models import File
 from app.services.files import writer
 from app.services.files.store import ByteStore, Stat, read_ahead
 
 PART_BYTES = 5 << 20  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload: larger uploads need larger parts
+PRESIGN_SECONDS = 300  # a redirect is followed at once: short, so a leaked URL soon stops working
 MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -53,8 +59,24 @@ def _missing(exc: ClientError) -> bool:
     return str(error.get("Code")) in MISSING
 
 
+def _counted(read: Callable[..., Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
+    """A GET body's ``read``, its bytes (and a connection lost mid-body) counted for /metrics."""
+
+    async def counted_read(*size: int) -> bytes:
+        try:
+            block = bytes(await read(*size))
+        except Exception:
+            OBJECT_STORE_ERRORS.labels("get_object").inc()
+            raise
+        OBJECT_STORE_BYTES.labels("get_object").inc(len(block))
+        return block
+
+    return counted_read
+
+
 class S3Store:
     local = False
+    name = "s3"
 
     def __init__(self, client: Any, bucket: str, prefix: str, max_upload_bytes: int) -> None:
         self.s3, self.bucket, self.prefix = client, bucket, prefix
@@ -64,6 +86,26 @@ class S3Store:
         """PART_BYTES, or more when the upload (or, length unknown, the largest one) needs it."""
         return max(PART_BYTES, -(-(length or self.max_upload_bytes) // (MAX_PARTS - 1)))
 
+    @property
+    def where(self) -> str:
+        return f"S3 bucket {self.bucket}"
+
+    async def check(self) -> None:
+        await self._call("head_bucket")
+
+    async def _call(self, operation: str, **params: Any) -> Any:
+        """One S3 request on the bucket, counted for /metrics (bytes sent, errors)."""
+        OBJECT_STORE_REQUESTS.labels(operation).inc()
+        body = params.get("Body")
+        try:
+            answer = await getattr(self.s3, operation)(Bucket=self.bucket, **params)
+        except Exception:
+            OBJECT_STORE_ERRORS.labels(operation).inc()
+            raise
+        if isinstance(body, bytes | bytearray):
+            OBJECT_STORE_BYTES.labels(operation).inc(len(body))
+        return answer
+
     def key(self, file_id: str) -> str:
         return f"{self.prefix}files/{file_id}"
 
@@ -71,9 +113,9 @@ class S3Store:
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         if empty:
-            await self.s3.put_object(Bucket=self.bucket, Key=self.key(file_id), Body=b"")
+            await self._call("put_object", Key=self.key(file_id), Body=b"")
             return None
-        made = await self.s3.create_multipart_upload(Bucket=self.bucket, Key=self.key(file_id))
+        made = await self._call("create_multipart_upload", Key=self.key(file_id))
         return {"upload_id": made["UploadId"], "parts": [], "tail": 0, "tail_key": None}
 
     async def prepare(self, row: File) -> int | None:
@@ -120,14 +162,18 @@ class S3Store:
         except writer.BodyInterrupted:
             complete = False
         finally:
-            # Whatever happened, what was received is kept: as parts, then as the tail.
-            await pipeline.finish(final=length is not None and pipeline.end() >= length)
+            # Whatever happened, what was received is kept: as parts, then as the tail (unless
+            # the lock is gone: the row is another writer's now, and a tail would be nobody's).
+            await pipeline.finish(final=length is not None and pipeline.end() >= length, keep_tail=not state.lock_lost)
         return complete
 
     async def discard(self, row: File, state: writer.WriteState) -> None:
         new_tail = (state.multipart or {}).get("tail_key")
         if new_tail and new_tail != (row.multipart or {}).get("tail_key"):
             await self._delete_key(new_tail)
+
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        await self.discard(row, state)  # a fresh tail key is only ever this PATCH's
 
     async def settled(self, before: File, state: writer.WriteState) -> None:
         old_tail = (before.multipart or {}).get("tail_key")
@@ -136,15 +182,15 @@ class S3Store:
                 await self._delete_key(old_tail)
 
     async def upload_part(self, file_id: str, upload_id: str, number: int, data: bytes) -> str:
-        answer = await self.s3.upload_part(
-            Bucket=self.bucket, Key=self.key(file_id), UploadId=upload_id, PartNumber=number, Body=data
+        answer = await self._call(
+            "upload_part", Key=self.key(file_id), UploadId=upload_id, PartNumber=number, Body=data
         )
         BYTES_UPLOADED.inc(len(data))
         return str(answer["ETag"])
 
     async def put_tail(self, file_id: str, data: bytes) -> str:
         key = f"{self.key(file_id)}.tail-{secrets.token_hex(8)}"
-        await self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        await self._call("put_object", Key=key, Body=data)
         return key
 
     async def finish(self, file_id: str, multipart: dict[str, Any] | None) -> None:
@@ -153,8 +199,8 @@ class S3Store:
             return
         parts = [{"PartNumber": p["number"], "ETag": p["etag"]} for p in multipart["parts"]]
         try:
-            await self.s3.complete_multipart_upload(
-                Bucket=self.bucket,
+            await self._call(
+                "complete_multipart_upload",
                 Key=self.key(file_id),
                 UploadId=multipart["upload_id"],
                 MultipartUpload={"Parts": parts},
@@ -169,30 +215,41 @@ class S3Store:
     # -- reading ----------------------------------------------------------------------------
 
     async def _get(self, key: str) -> bytes:
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=key)
+        answer = await self._call("get_object", Key=key)
         async with answer["Body"] as body:
-            return bytes(await body.read())
+            return await _counted(body.read)()
 
     async def stat(self, file_id: str) -> Stat | None:
         try:
-            head = await self.s3.head_object(Bucket=self.bucket, Key=self.key(file_id))
+            head = await self._call("head_object", Key=self.key(file_id))
         except ClientError as exc:
             if _missing(exc):
                 return None
             raise
         return Stat(int(head["ContentLength"]), int(head["LastModified"].timestamp()) * 1_000_000_000)
 
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        """A GET URL signed for PRESIGN_SECONDS that answers with the service's own name and type."""
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key(file_id),
+            "ResponseContentDisposition": filename,
+            "ResponseContentType": content_type,
+        }
+        return str(await self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS))
+
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id), Range=f"bytes={first}-{last}")
+        answer = await self._call("get_object", Key=self.key(file_id), Range=f"bytes={first}-{last}")
         async with answer["Body"] as body:
-            async for block in read_ahead(body.read, last - first + 1):
+            async for block in read_ahead(_counted(body.read), last - first + 1):
                 yield block
 
     async def sha256(self, file_id: str) -> str:
         digest = hashlib.sha256()
-        answer = await self.s3.get_object(Bucket=self.bucket, Key=self.key(file_id))
+        answer = await self._call("get_object", Key=self.key(file_id))
         async with answer["Body"] as body:
-            while block := await body.read(1 << 20):
+            read = _counted(body.read)
+            while block := await read(1 << 20):
                 digest.update(block)
         return digest.hexdigest()
 
@@ -201,9 +258,7 @@ class S3Store:
     async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
         if multipart and multipart.get("upload_id"):
             try:
-                await self.s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key(file_id), UploadId=multipart["upload_id"]
-                )
+                await self._call("abort_multipart_upload", Key=self.key(file_id), UploadId=multipart["upload_id"])
             except ClientError as exc:
                 if not _missing(exc):
                     raise
@@ -213,7 +268,7 @@ class S3Store:
 
     async def _delete_key(self, key: str) -> None:
         try:
-            await self.s3.delete_object(Bucket=self.bucket, Key=key)
+            await self._call("delete_object", Key=key)
         except ClientError as exc:
             if not _missing(exc):
                 raise
@@ -274,7 +329,7 @@ class _PartPipeline:
         self.state.multipart = {"upload_id": self.upload_id, "parts": parts, "tail": tail, "tail_key": tail_key}
         self.state.durable = self.base + tail
 
-    async def finish(self, *, final: bool) -> None:
+    async def finish(self, *, final: bool, keep_tail: bool = True) -> None:
         """Keep the rest: as the last part when the upload is whole, else as a new tail."""
         try:
             await self._wait()
@@ -287,7 +342,7 @@ class _PartPipeline:
             if rest or not self.parts:
                 await self._upload(rest)
             return
-        if rest and self.base + len(rest) > self.state.durable:
+        if keep_tail and rest and self.base + len(rest) > self.state.durable:
             tail_key = await self.store.put_tail(self.file_id, rest)
             self._publish(tail=len(rest), tail_key=tail_key)
 
@@ -301,7 +356,12 @@ async def open_s3_store(settings: Settings) -> AsyncIterator[ByteStore]:
             "aws_access_key_id": settings.s3_access_key_id,
             "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
         }
-    config = AioConfig(max_pool_connections=64, s3={"addressing_style": "path"}, retries={"max_attempts": 3})
+    config = AioConfig(
+        max_pool_connections=64,
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3},
+        signature_version="s3v4",  # presigned URLs too (botocore would presign with SigV2)
+    )
     async with get_session().create_client(
         "s3",
         endpoint_url=settings.s3_endpoint_url or None,

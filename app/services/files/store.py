@@ -1,6 +1,6 @@
 """One interface for a file's bytes, two places to keep them.
 
-    ByteStore            create · prepare · receive (append durably) · finish · discard · stat
+    ByteStore            create · prepare · receive (append durably) · finish · discard · abandon · stat
                          read_range · sha256 · delete · forget
       LocalStore         storage/files/<id> through aiofiles and writer.py (fsync rules there)
       S3Store            s3://bucket/prefix/files/<id> (app/services/files/s3store.py)
@@ -46,6 +46,16 @@ class ByteStore(Protocol):
     """What uploads, downloads and the sweeper need of the place bytes live."""
 
     local: bool
+    name: str  # what /readyz reports: "local" or "s3"
+
+    @property
+    def where(self) -> str:
+        """For people: "the local directory", "S3 bucket <name>"."""
+        ...
+
+    async def check(self) -> None:
+        """Raise if the store cannot be reached right now (/readyz)."""
+        ...
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         """Room for a new upload (``empty``: already complete); returns its ``File.multipart``."""
@@ -80,11 +90,20 @@ class ByteStore(Protocol):
         """Undo a PATCH that must not count (a failed checksum): back to ``row.offset``."""
         ...
 
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        """A PATCH lost its lock, so its outcome never reached the row: remove what only it wrote
+        and nobody names, never touching what the row (now another writer's) may name."""
+        ...
+
     async def settled(self, before: File, state: writer.WriteState) -> None:
         """The row now holds ``state``'s outcome: drop what it superseded (best effort)."""
         ...
 
     async def stat(self, file_id: str) -> Stat | None: ...
+
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        """A URL that serves the file's bytes without the service (None: the store has none)."""
+        ...
 
     def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         """Bytes ``first..last`` (inclusive) of a complete file, the next block read ahead."""
@@ -101,9 +120,14 @@ class LocalStore:
     """Today's storage: storage/files/<id>, written by writer.py, read with aiofiles."""
 
     local = True
+    name = "local"
+    where = "the local directory"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    async def check(self) -> None:
+        return None  # the directory is checked at start-up; a full disk shows on writes
 
     async def create(self, file_id: str, *, empty: bool) -> dict[str, Any] | None:
         async with aiofiles.open(file_path(self.settings, file_id), "wb"):
@@ -142,6 +166,9 @@ class LocalStore:
     async def discard(self, row: File, state: writer.WriteState) -> None:
         await writer.truncate(file_path(self.settings, row.id), row.offset)
 
+    async def abandon(self, row: File, state: writer.WriteState) -> None:
+        return None  # the file is the new lock holder's now: its next PATCH trims past its offset
+
     async def settled(self, before: File, state: writer.WriteState) -> None:
         return None
 
@@ -151,6 +178,9 @@ class LocalStore:
         except FileNotFoundError:
             return None
         return Stat(found.st_size, found.st_mtime_ns)
+
+    async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
+        return None
 
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         async with aiofiles.open(file_path(self.settings, file_id), "rb", buffering=0) as handle:

@@ -113,8 +113,20 @@ async def create_upload(
         session.add(row)
         await session.flush()
         row.multipart = await store.create(row.id, empty=length == 0)
-        await session.commit()
+        try:
+            await session.commit()
+        except BaseException:
+            # No row will ever name this room: give it back (an open multipart upload costs storage).
+            await _forget_room(store, row)
+            raise
     return row
+
+
+async def _forget_room(store: ByteStore, row: File) -> None:
+    try:
+        await asyncio.shield(store.delete(row.id, row.multipart))
+    except Exception:  # best effort: the bucket's lifecycle rule for stale multipart uploads is the backstop
+        logger.warning("could not remove the store's room for upload %s", row.id, exc_info=True)
 
 
 def is_expired(row: File) -> bool:
@@ -328,6 +340,7 @@ async def _write(
     except PayloadTooLarge as exc:
         too_large, complete = exc, False
     except writer.LockLost:
+        await _drop_unclaimed(store, row, state)
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset") from None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -368,6 +381,7 @@ async def _write(
     # Completion is the one commit a client cannot recover from losing (it stops sending): wait for it.
     updated = await _release(database, row.id, token, wait_for_wal=done, **values)
     if updated is None:
+        await _drop_unclaimed(store, row, state)
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
     await store.settled(row, state)
     if done:  # the whole-file SHA-256 is computed off the request path
@@ -375,6 +389,15 @@ async def _write(
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
     return updated
+
+
+async def _drop_unclaimed(store: ByteStore, row: File, state: writer.WriteState) -> None:
+    """A PATCH that lost its lock never got its outcome into the row: what it alone wrote (on S3,
+    a new tail object) is nobody's, so it goes (best effort; the row's own tail stays)."""
+    try:
+        await asyncio.shield(store.abandon(row, state))
+    except Exception:
+        logger.warning("could not remove what a PATCH that lost its lock wrote to upload %s", row.id, exc_info=True)
 
 
 async def _name_every_part(database: Database, file_id: str, token: str, offset: int, state: writer.WriteState) -> None:
