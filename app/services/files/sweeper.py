@@ -121,7 +121,7 @@ async def reconcile_uploads(database: Database, settings: Settings, store: ByteS
                 )
             )
             await session.commit()
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if taken.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult; execute() is typed as the base Result
             continue  # a live writer elsewhere owns it
         short = await store.prepare(row)
         offset = row.offset if short is None else short

@@ -432,6 +432,6 @@ async def terminate(
             .values(state=DELETED, updated_at=now, lock_token=None, lock_expires_at=None, expires_at=None)
         )
         await session.commit()
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult; execute() is typed as the base Result
         raise Locked("a PATCH is writing to this upload right now; try again when it has finished")
     await store_for(store, settings, row.origin).delete(row.id, row.multipart)

@@ -73,7 +73,7 @@ async def revoke_key(session: AsyncSession, key_id: str) -> None:
     result = await session.execute(
         update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
+    if result.rowcount == 0:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult; execute() is typed as the base Result
         raise NotFound(f"no active key with id {key_id!r}")
 
 
