@@ -148,14 +148,7 @@ class S3Store:
             pipeline.buffer += tail
         complete = True
         try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                state.received += len(chunk)
-                if state.received > limit:
-                    raise PayloadTooLarge(limit_message)
-                if state.lock_lost:
-                    raise writer.LockLost()
+            async for chunk in writer.accepted(state, chunks, limit=limit, limit_message=limit_message):
                 for hasher in state.hashers:
                     hasher.update(chunk)
                 await pipeline.add(chunk)

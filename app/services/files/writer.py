@@ -246,14 +246,7 @@ async def receive(
             fd = file.fileno()
             pipeline = _Pipeline(state, fd, direct_fd)
             try:
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    state.received += len(chunk)
-                    if state.received > limit:
-                        raise PayloadTooLarge(limit_message)
-                    if state.lock_lost:
-                        raise LockLost()
+                async for chunk in accepted(state, chunks, limit=limit, limit_message=limit_message):
                     await pipeline.add(chunk)
             except BodyInterrupted:
                 complete = False
@@ -266,6 +259,22 @@ async def receive(
         if direct_fd is not None:
             os.close(direct_fd)
     return complete
+
+
+async def accepted(
+    state: WriteState, chunks: AsyncIterator[bytes], *, limit: int, limit_message: str
+) -> AsyncIterator[bytes]:
+    """A body's non-empty chunks, each counted in ``state.received``: PayloadTooLarge past
+    ``limit``, LockLost once the lease went to someone else. Every store receives through it."""
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        state.received += len(chunk)
+        if state.received > limit:
+            raise PayloadTooLarge(limit_message)
+        if state.lock_lost:
+            raise LockLost()
+        yield chunk
 
 
 def new_hasher(algorithm: str) -> Any:
