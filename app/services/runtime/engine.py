@@ -111,7 +111,7 @@ class TaskEngine:
             try:
                 # Cleanups (cancelling, failing) do not wait for a slot: they are short and free space.
                 while (task := await self._claim_one(cleanup=True)) is not None:
-                    cleanup = asyncio.create_task(self._run(task), name=f"tsm-cleanup-{task.id}")
+                    cleanup = self._start(task, f"tsm-cleanup-{task.id}")
                     self._cleanups.add(cleanup)
                     cleanup.add_done_callback(self._cleanups.discard)
                 claimed = None
@@ -121,7 +121,7 @@ class TaskEngine:
                     if claimed is None:
                         self._slots.release()
                     else:
-                        handle = asyncio.create_task(self._run(claimed), name=f"tsm-task-{claimed.id}")
+                        handle = self._start(claimed, f"tsm-task-{claimed.id}")
                         handle.add_done_callback(lambda _t: self._slots.release())
                         continue
                 self._wake.clear()
@@ -141,14 +141,18 @@ class TaskEngine:
         return task
 
     # -- running ------------------------------------------------------------------------
-    async def _run(self, task: Task) -> None:
+    def _start(self, task: Task, name: str) -> asyncio.Task[None]:
+        # Registered before the runner's first step: the heartbeat renews the lease from the
+        # moment of the claim, so a slow start on a loaded machine cannot let it lapse.
         assert task.lease_token is not None
         ctx = TaskContext(self.deps, task, task.lease_token)
+        handle = asyncio.create_task(self._run(task, ctx), name=name)
+        self.running[task.id] = Running(handle, ctx)
+        return handle
+
+    async def _run(self, task: Task, ctx: TaskContext) -> None:
         bind(owner=task.owner, task_id=task.id)  # every line this runner (and its kind) logs names the task
         logger.info("%s task %s (attempt %d)", task.kind, task.state, task.attempts)
-        this = asyncio.current_task()
-        assert this is not None  # _run is always started with create_task
-        self.running[task.id] = Running(this, ctx)
         kind = registry.get(task.kind)
         try:
             if kind is None:

@@ -28,7 +28,7 @@ releases only tasks in states no runner holds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -183,8 +183,11 @@ async def expire_all(session: AsyncSession) -> None:
     )
 
 
-async def reap_expired(session: AsyncSession) -> list[str]:
+async def reap_expired(session: AsyncSession, alive: Collection[str] = ()) -> list[str]:
     """Hand back tasks whose runner vanished (any replica's), and say which.
+
+    ``alive``: tasks the calling process is running; their lease may have lapsed while the
+    process was stalled, but their runner did not vanish (its heartbeat renews them).
 
     running → queued (resumed from its checkpoint), or failing once out of attempts (its
     cleanup is then claimed like a cancel's); pausing → paused. Cancelling and failing tasks
@@ -192,6 +195,8 @@ async def reap_expired(session: AsyncSession) -> list[str]:
     """
     now = utcnow()
     expired = and_(Task.lease_expires_at.is_not(None), Task.lease_expires_at < now)
+    if alive:
+        expired = and_(expired, Task.id.not_in(list(alive)))
     plans: tuple[tuple[str, ColumnElement[bool], str, dict[str, Any], str], ...] = (
         # A task that keeps taking its runner down must not do so forever.
         (S.RUNNING, Task.attempts >= Task.max_attempts, S.FAILING, {"error": RUNNER_LOST}, RUNNER_LOST),

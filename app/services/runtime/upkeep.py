@@ -58,7 +58,7 @@ class Upkeep:
 
     async def reap_expired(self) -> None:
         async with self.deps.database.sessionmaker.begin() as session:
-            reaped = await leases.reap_expired(session)
+            reaped = await leases.reap_expired(session, alive=list(self.running))
         for task_id in reaped:
             self.deps.bus.publish(task_id)
         if reaped:
