@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Task engine
-    max_concurrent_tasks: int = Field(4, ge=1)
+    # 0: this replica serves the API only and runs no task (workers are other replicas).
+    max_concurrent_tasks: int = Field(4, ge=0)
     max_active_tasks_per_owner: int = Field(100, ge=1)
     lease_seconds: float = Field(30.0, gt=0)
     poll_interval: float = Field(1.0, gt=0)

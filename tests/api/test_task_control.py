@@ -279,3 +279,10 @@ async def test_the_final_checkpoint_is_not_a_stopping_point(client, action):
     done = await wait_state(client, task_id, "succeeded", "paused", "cancelled")
     assert done["state"] == "succeeded"
     assert done["result"] == {"finished": True}
+
+
+async def test_an_api_only_replica_takes_requests_and_claims_nothing(settings):
+    async with open_app(settings, max_concurrent_tasks=0) as (app, client):
+        assert "tsm-claim" not in {loop.get_name() for loop in app.state.engine._loops}
+        waiting = await start(client, slow(steps=1, step_seconds=0.01))
+        assert (await control(client, waiting, "pause"))["state"] == "paused"  # nobody runs it: at once

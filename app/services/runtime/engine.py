@@ -61,10 +61,13 @@ class TaskEngine:
                 await leases.expire_all(session)
         await self.upkeep.reap_expired()
         self._loops = [
-            asyncio.create_task(self._claim_loop(), name="tsm-claim"),
             asyncio.create_task(self.upkeep.heartbeat_loop(), name="tsm-heartbeat"),
             asyncio.create_task(self.upkeep.progress_loop(), name="tsm-progress"),
         ]
+        if self.settings.max_concurrent_tasks > 0:  # an API-only replica still reaps for the others
+            self._loops.append(asyncio.create_task(self._claim_loop(), name="tsm-claim"))
+        elif not self.database.is_postgres:
+            logger.warning("TSM_MAX_CONCURRENT_TASKS=0 on SQLite: no process will run the tasks")
 
     async def stop(self) -> None:
         """Graceful stop: running tasks stop at their next checkpoint and go back to the queue."""
