@@ -151,7 +151,14 @@ class TaskEngine:
         ctx = TaskContext(self.deps, task, task.lease_token)
         handle = asyncio.create_task(self._run(task, ctx), name=name)
         self.running[task.id] = Running(handle, ctx)
+        # Also when cancelled before its first step, so its `finally` never ran.
+        handle.add_done_callback(lambda _t: self._forget(task.id, handle))
         return handle
+
+    def _forget(self, task_id: str, handle: asyncio.Task[None]) -> None:
+        running = self.running.get(task_id)
+        if running is not None and running.task is handle:  # not a later claim of the same task
+            del self.running[task_id]
 
     async def _run(self, task: Task, ctx: TaskContext) -> None:
         bind(owner=task.owner, task_id=task.id)  # every line this runner (and its kind) logs names the task
@@ -188,7 +195,9 @@ class TaskEngine:
         except Exception:
             logger.exception("task %s: engine error", task.id)
         finally:
-            self.running.pop(task.id, None)
+            this = asyncio.current_task()
+            assert this is not None  # _run always runs as the asyncio task _start made
+            self._forget(task.id, this)
             self.wake()
 
     async def _settle(
