@@ -204,7 +204,13 @@ def run(args: argparse.Namespace, work: Path, s3: S3Server) -> list[str]:
             bench = Bench(s3, tsm.port, tus_port, data)
             lines = []
             for label, chunk in (("upload, one PATCH", None), (f"upload, {args.chunk // MIB} MiB PATCHes", args.chunk)):
-                ratios = paired(args.rounds, label, lambda c=chunk: bench.ours_upload(c), lambda c=chunk: bench.peer_upload(c), args.size)
+                ratios = paired(
+                    args.rounds,
+                    label,
+                    lambda c=chunk: bench.ours_upload(c),
+                    lambda c=chunk: bench.peer_upload(c),
+                    args.size,
+                )
                 lines.append(summary(label, ratios, ">= 1.2"))
             ratios = paired(args.rounds, "download, full GET", bench.ours_download, bench.direct_download, args.size)
             lines.append(summary("download, full GET", ratios, ">= 0.8 of a direct GET"))
@@ -228,8 +234,11 @@ def main() -> int:
     try:
         with seaweedfs(work / "s3") as s3:
             database = "SQLite" if args.sqlite else "PostgreSQL"
-            print(f"S3 benchmark: {args.size / MIB:.0f} MiB, SeaweedFS at {s3.endpoint_url}, tsm on {database}, "
-                  f"{args.rounds} paired rounds, {os.cpu_count()} CPUs (shared: figures are noisy)", flush=True)
+            print(
+                f"S3 benchmark: {args.size / MIB:.0f} MiB, SeaweedFS at {s3.endpoint_url}, tsm on {database}, "
+                f"{args.rounds} paired rounds, {os.cpu_count()} CPUs (shared: figures are noisy)",
+                flush=True,
+            )
             lines = run(args, work, s3)
         print()
         for line in lines:
