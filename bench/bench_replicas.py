@@ -150,19 +150,26 @@ async def pause_latency(
     raise RuntimeError(f"task {task_id} ended without pausing")
 
 
-async def failover(http: httpx.AsyncClient, cluster: Cluster, turn: int) -> float:
+async def failover(http: httpx.AsyncClient, cluster: Cluster, turn: int, db: str) -> tuple[float, float]:
+    """Seconds from the kill -9 to the task running elsewhere, and how much of that the lease had left."""
     task_id = await start_task(http, cluster.servers[turn % REPLICAS], LONG, 0.1)
     task, _ = await wait_running(http, cluster.servers[0], task_id)
     victim = cluster.index_of(task["runner"])
     await asyncio.sleep(0.5)  # a few checkpoints and heartbeats in
-    killed = time.perf_counter()
+    conn = await asyncpg.connect(db)
+    try:
+        expires = await conn.fetchval("SELECT lease_expires_at FROM tasks WHERE id = $1", task_id)
+    finally:
+        await conn.close()
+    killed, wall = time.perf_counter(), time.time()
     cluster.servers[victim].kill()  # SIGKILL
+    left = (expires if expires.tzinfo else expires.replace(tzinfo=UTC)).timestamp() - wall
     watcher = cluster.other_than(victim)
     _, seen = await wait_running(http, watcher, task_id, not_runner=task["runner"], timeout=120)
     await http.post(f"{watcher.url}/tasks/{task_id}/cancel")
     # Three replicas again. In this thread, not another: a Ctrl-C here still reaches the cleanup.
     cluster.servers[victim].start()
-    return seen - killed
+    return seen - killed, left
 
 
 async def count_in(conn: asyncpg.Connection, ids: list[str], state: str) -> int:
@@ -247,8 +254,9 @@ async def measure(cluster: Cluster, args: argparse.Namespace, db: str) -> list[s
         )
         gaps = []
         for turn in range(args.failovers):
-            gaps.append(await failover(http, cluster, turn))
-            print(f"  failover {turn + 1}: {gaps[-1]:.2f} s", flush=True)
+            gap, left = await failover(http, cluster, turn, db)
+            gaps.append(gap)
+            print(f"  failover {turn + 1}: {gap:.2f} s (the lease had {left:.2f} s left at the kill)", flush=True)
         lines.append(
             f"(b) failover after kill -9, {len(gaps)} times: median {statistics.median(gaps):.2f} s, "
             f"max {max(gaps):.2f} s; TSM_LEASE_SECONDS={args.lease:g}, TSM_POLL_INTERVAL={args.poll:g} "

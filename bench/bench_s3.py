@@ -7,6 +7,7 @@
     upload  --size, one PATCH      tsm / @tus   throughput ratio   target >= 1.2
     upload  --size, --chunk PATCHes tsm / @tus   throughput ratio   target >= 1.2
     download full GET              tsm / direct presigned GET from the gateway, target >= 0.8
+    (and the gateway's own write ceiling: the same bytes in one presigned PUT, no tus server)
 
 Every round runs each case once for both sides, the order alternating round by round (the
 machine is shared and its load drifts); each round's figures are printed, then the median and
@@ -99,10 +100,10 @@ def terminate(port: int, path: str) -> None:
         conn.request("DELETE", path, {"Tus-Resumable": "1.0.0"})
 
 
-def presigned_get(server: S3Server, key: str) -> str:
+def presigned(server: S3Server, operation: str, key: str) -> str:
     session = botocore.session.get_session()
     s3 = session.create_client("s3", **client_kwargs(server))
-    url: str = s3.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": key}, ExpiresIn=3600)
+    url: str = s3.generate_presigned_url(operation, Params={"Bucket": server.bucket, "Key": key}, ExpiresIn=3600)
     return url
 
 
@@ -153,10 +154,22 @@ class Bench:
 
     def direct_download(self) -> float:
         key = f"{PREFIX}/files/{self.kept.rsplit('/', 1)[1]}"
-        url = urlsplit(presigned_get(self.s3, key))
+        url = urlsplit(presigned(self.s3, "get_object", key))
         seconds, received = get_all(url.port or 80, f"{url.path}?{url.query}", host=url.netloc)
         assert received == self.size, (received, self.size)
         return seconds
+
+    def gateway_put(self) -> float:
+        """The store's own ceiling: the same bytes in one presigned PUT (unsigned payload), same client."""
+        url = urlsplit(presigned(self.s3, "put_object", "ceiling/data.bin"))
+        with Connection("127.0.0.1", url.port or 80) as conn, self.data.open("rb") as source:
+            conn.host = url.netloc
+            os.sync()
+            started = time.perf_counter()
+            status, _headers = conn.request("PUT", f"{url.path}?{url.query}", {}, body=(source, 0, self.size))
+            elapsed = time.perf_counter() - started
+        assert status == 200, status
+        return elapsed
 
 
 def paired(rounds: int, label: str, ours: Callable[[], float], peer: Callable[[], float], size: int) -> list[float]:
@@ -212,6 +225,11 @@ def run(args: argparse.Namespace, work: Path, s3: S3Server) -> list[str]:
                     args.size,
                 )
                 lines.append(summary(label, ratios, ">= 1.2"))
+            puts = [bench.gateway_put() for _ in range(args.rounds)]
+            lines.append(
+                f"{'(the gateway alone)':<28} one presigned PUT of the same bytes: median "
+                f"{args.size / statistics.median(puts) / MIB:.0f} MiB/s, best {args.size / min(puts) / MIB:.0f} MiB/s"
+            )
             ratios = paired(args.rounds, "download, full GET", bench.ours_download, bench.direct_download, args.size)
             lines.append(summary("download, full GET", ratios, ">= 0.8 of a direct GET"))
             return lines
