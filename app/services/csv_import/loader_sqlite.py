@@ -187,6 +187,8 @@ class SqliteLoader:
                     used_bytes += len(chunk)
                     used_lines += chunk.count(b"\n")
                 advance(state, used_bytes, used_lines, rows, rejects)
+                if rejects is not None:  # durable before the state that counts them commits
+                    rejects.keep_blocking(state)
                 self._save_state(db, state)
         except BaseException:
             if rejects is not None:

@@ -1,45 +1,78 @@
 """The reject CSV of an import with ``on_error=skip``: line, column, error and the raw record.
 
 One ``files`` row (origin "rejects") per import task, its id derived from the task id so a
-resumed run finds it again; its durable size is the checkpoint's ``reject_bytes``, committed
-with each batch, and a resume cuts the file back to it.
+resumed run finds it again. Its bytes go to the configured store through the same resumable
+result writer as an export's (app/services/files/results.py)::
+
+    loader:    add(record) … seal() ─▶ reject_bytes    (advance(): no I/O, any thread)
+               keep(state)          ─▶ the sealed bytes kept; state["reject_multipart"] = the mark
+               (PostgreSQL: in the batch's checkpoint transaction; SQLite: in its worker thread,
+               before the tables file commits the state)
+    publish:   complete(conn)       ─▶ the writer finishes the file, the row becomes "complete"
+    resume:    open(reject_bytes, reject_multipart) ─▶ exactly the committed bytes, nothing after
+
+So the checkpoint's ``reject_bytes`` (and, on S3, its part and tail list) always names bytes the
+store holds, committed with the rows whose rejects they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
-import hashlib
 import io
-import os
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.config import Settings
 from app.models import File, utcnow
-from app.services.files.storage import file_path
+from app.services.files.results import ResultLost, ResultWriter
+
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
 
 REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
-class Rejects:
-    """The reject CSV (line, column, error, raw record): a ``files`` row of origin "rejects", id derived
-    from the task id so a resumed run finds it again; truncated back to the checkpoint's size."""
+def rejects_file_id(task_id: str) -> str:
+    return str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
 
-    def __init__(self, settings: Settings, task_id: str, owner: str, table: str, size: int) -> None:
-        self.file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
-        self.path = file_path(settings, self.file_id)
+
+class Rejects:
+    """The reject file of one import run, continued from the checkpoint's size and mark."""
+
+    def __init__(self, store: ByteStore, task_id: str, owner: str, table: str, size: int) -> None:
+        self.store = store
+        self.file_id = rejects_file_id(task_id)
         self.owner, self.task_id, self.table = owner, task_id, table
-        self.size = size
-        self.pending: list[bytes] = []
-        self.counted = 0  # records rejected since the last flush
+        self.size = size  # bytes sealed: what the next checkpoint's reject_bytes says
+        self.pending: list[bytes] = []  # added since the last seal
+        self.sealed: list[bytes] = []  # sealed, not yet kept by the store
+        self.counted = 0  # records rejected since the last seal
         self.row_known = False
-        if size == 0:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists():
-            with self.path.open("r+b") as handle:
-                handle.truncate(size)
+        self.writer: ResultWriter | None = None
+        self.multipart: dict[str, Any] | None = None  # the writer's mark as last kept
+        self.finished = False  # complete in the store already (a run died before committing that)
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def open(
+        cls, store: ByteStore, task_id: str, owner: str, table: str, size: int, multipart: dict[str, Any] | None
+    ) -> Rejects:
+        rejects = cls(store, task_id, owner, table, size)
+        if size == 0:  # nothing counted yet: whatever an earlier run stored is nobody's
+            await store.purge(rejects.file_id)
+            return rejects
+        try:
+            rejects.writer = await store.open_result(rejects.file_id, {"offset": size, "multipart": multipart})
+            rejects.multipart = multipart
+        except ResultLost:
+            found = await store.stat(rejects.file_id)
+            if found is None or found.size != size:
+                raise
+            rejects.finished = True  # completed by a run that died before its final commit
+        return rejects
 
     def add(self, line: int, column: str | None, reason: str, record: str) -> None:
         out = io.StringIO()
@@ -50,29 +83,50 @@ class Rejects:
         self.pending.append(out.getvalue().encode())
         self.counted += 1
 
-    def reset(self) -> None:
+    async def reset(self) -> None:
         """Start the reject file over (the import restarts from the first record)."""
         self.discard()
+        self.sealed.clear()
         self.size = 0
         self.row_known = False
-        self.path.unlink(missing_ok=True)
+        self.close()
+        self.writer, self.multipart, self.finished = None, None, False
+        await self.store.purge(self.file_id)
 
-    def flush(self) -> int:
-        """Write what is pending to disk (durably: the checkpoint will count these bytes)."""
+    def seal(self) -> int:
+        """The records added so far belong to the batch being committed; returns reject_bytes."""
         if self.pending:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab") as handle:
-                for piece in self.pending:
-                    handle.write(piece)
-                handle.flush()
-                os.fsync(handle.fileno())
-                self.size = handle.tell()
+            self.sealed += self.pending
+            self.size += sum(len(piece) for piece in self.pending)
             self.pending.clear()
         return self.size
+
+    async def keep(self, state: dict[str, Any] | Any) -> None:
+        """Make the sealed bytes durable in the store; ``state`` gets the writer's mark."""
+        if self.sealed:
+            if self.writer is None:
+                self.writer = await self.store.open_result(self.file_id, None)
+            durable = await self.writer.hand_off(*self.sealed)
+            mark = await durable
+            self.sealed.clear()
+            self.multipart = mark["multipart"]
+            if mark["offset"] != self.size:
+                raise RuntimeError(f"the reject file holds {mark['offset']} bytes, not {self.size}")
+        state["reject_bytes"] = self.size
+        state["reject_multipart"] = self.multipart
+
+    def keep_blocking(self, state: dict[str, Any] | Any) -> None:
+        """:meth:`keep` from a worker thread (SQLite's batch), on the run's event loop."""
+        asyncio.run_coroutine_threadsafe(self.keep(state), self.loop).result()
 
     def discard(self) -> None:
         self.pending.clear()
         self.counted = 0
+
+    def close(self) -> None:
+        """Let go of the writer's file (local); nothing may be in flight."""
+        if self.writer is not None:
+            self.writer.close()
 
     async def ensure_row(self, conn: AsyncConnection) -> None:
         if self.size == 0 or self.row_known:
@@ -98,10 +152,16 @@ class Rejects:
         self.row_known = True
 
     async def complete(self, conn: AsyncConnection) -> None:
+        """In the final checkpoint: the file made whole (again, if a run died after that)."""
         if self.size == 0:
             return
         await self.ensure_row(conn)
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        if not self.finished:
+            if self.writer is None:
+                raise RuntimeError(f"the reject file of task {self.task_id} was never opened")
+            await self.writer.finish()
+            self.finished = True
+        digest = await self.store.sha256(self.file_id)
         now = utcnow()
         await conn.execute(
             update(File)
@@ -111,8 +171,13 @@ class Rejects:
             )
         )
 
+    async def settle(self) -> None:
+        """After the final commit: drop what only the writing needed (S3: the tail segments)."""
+        if self.writer is not None:
+            await self.writer.settle()
 
-async def remove_rejects(conn: AsyncConnection, settings: Settings, task_id: str) -> None:
-    file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
+
+async def remove_rejects(conn: AsyncConnection, store: ByteStore, task_id: str) -> None:
+    file_id = rejects_file_id(task_id)
     await conn.execute(delete(File).where(File.id == file_id))
-    file_path(settings, file_id).unlink(missing_ok=True)
+    await store.purge(file_id)

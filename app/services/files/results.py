@@ -64,6 +64,10 @@ class ResultWriter(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def close(self) -> None:
+        """Let go at once (nothing may be in flight)."""
+        ...
+
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
@@ -158,6 +162,9 @@ class FileSink:
             return
         job.add_done_callback(self._close)
         await asyncio.wait([job])
+
+    def close(self) -> None:
+        self._close()
 
     def _close(self, job: asyncio.Future[None] | None = None) -> None:
         if job is not None and not job.cancelled():

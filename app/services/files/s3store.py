@@ -413,9 +413,10 @@ class S3Result:
 
     Only what a committed mark lists counts: a part uploaded after it is uploaded again under
     the same number by the resumed run, a segment written after it is nobody's (``purge`` and
-    ``settle`` sweep those by name). Each segment holds only new bytes, so the tail is written
-    once, not once per page; segments a part has absorbed are deleted at the next hand-off,
-    when the mark that dropped them has been committed.
+    ``settle`` sweep those by name). Segments are merged as they go (see ``_put_segment``), so
+    the tail is neither rewritten whole for every page nor kept as one object per page;
+    segments a part or a merge absorbed are deleted at the next hand-off, when the mark that
+    dropped them has been committed.
     """
 
     def __init__(
@@ -435,7 +436,7 @@ class S3Result:
         self.stored = len(tail)  # how much of the buffer the segments hold
         self.offset = self.base + len(tail)
         self._job: asyncio.Future[Mark] | None = None
-        self._absorbed: list[str] = []  # segment keys a part now holds: deleted once that is committed
+        self._absorbed: list[str] = []  # segment keys now held elsewhere: deleted once that is committed
 
     def mark(self) -> Mark:
         multipart = {"upload_id": self.upload_id, "parts": list(self.parts), "segments": list(self.segments)}
@@ -465,11 +466,25 @@ class S3Result:
         if len(self.buffer) >= self.part_bytes:
             await self._upload_part(bytes(self.buffer))
         elif len(self.buffer) > self.stored:
-            data = bytes(self.buffer[self.stored :])
-            key = await self.store.put_tail(self.file_id, data)
-            self.segments.append({"key": key, "size": len(data)})
-            self.stored += len(data)
+            await self._put_segment()
         return self.mark()
+
+    async def _put_segment(self) -> None:
+        """The bytes no segment holds yet, merged with the trailing segments no larger than them:
+        sizes then fall from first to last like a binary counter's bits, so a tail of n pages is
+        O(log n) segments (a short mark, few GETs on resume) and each byte is rewritten
+        O(log n) times."""
+        start = self.stored
+        merged: list[str] = []
+        while self.segments and int(self.segments[-1]["size"]) <= len(self.buffer) - start:
+            last = self.segments.pop()
+            start -= int(last["size"])
+            merged.append(last["key"])
+        data = bytes(self.buffer[start:])
+        key = await self.store.put_tail(self.file_id, data)
+        self.segments.append({"key": key, "size": len(data)})
+        self.stored = len(self.buffer)
+        self._absorbed += merged
 
     async def _upload_part(self, data: bytes) -> None:
         number = len(self.parts) + 1
@@ -510,6 +525,9 @@ class S3Result:
         with contextlib.suppress(Exception):
             for key in await self.store._keys_under(self.store.key(self.file_id) + "."):
                 await self.store._delete_key(key)
+
+    def close(self) -> None:
+        return None  # holds nothing but memory
 
     async def aclose(self) -> None:
         job, self._job = self._job, None
