@@ -298,6 +298,48 @@ async def test_pause_resume_many_times_gives_identical_bytes(exp, tables, export
     assert (row.state, row.length) == ("complete", len(data))
 
 
+async def test_pause_resume_across_s3_parts_gives_identical_bytes(tables, export_settings, store):
+    if store == "local":
+        pytest.skip("parts and tail segments are S3's")
+    rows = [(i, f"{i:06d} " + "x" * 5000) for i in range(1, 2401)]  # about 12 MiB: two parts and a tail
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"wide" (id integer PRIMARY KEY, filler text)',
+        rows=rows,
+        insert='INSERT INTO {s}"wide" VALUES ({marks})',
+    )
+    async with open_app(export_settings, export_page_rows=60) as (app, client):
+        _reference, data = await export(client, export_settings, table="wide")
+        assert data == expected_csv(["id", "filler"], rows)
+        task_id = (await start(client, table="wide"))["id"]
+        parts_seen: set[int] = set()
+        done = -1.0
+        for _ in range(6):
+            task = await wait_for(
+                client,
+                task_id,
+                lambda t, done=done: t["state"] == "succeeded" or t["progress"]["done"] > done + 300,
+            )
+            if task["state"] == "succeeded":
+                break
+            await client.post(f"/tasks/{task_id}/pause")
+            task = await wait_state(client, task_id, "paused", "succeeded")
+            if task["state"] == "succeeded":
+                break
+            checkpoint = task["checkpoint"]
+            done = task["progress"]["done"]
+            if checkpoint["multipart"]:
+                parts_seen.add(len(checkpoint["multipart"]["parts"]))
+            await scribble_past_the_checkpoint(export_settings, app, checkpoint)
+            assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 202
+        task = await wait_state(client, task_id, "succeeded", "failed")
+        assert task["state"] == "succeeded", task["error"]
+        assert parts_seen - {0}, f"no pause came after a part was uploaded: {parts_seen}"
+        assert await exported_bytes(client, task) == data
+        file_id = task["result"]["file_id"]
+        assert await leftovers(app, file_id) == [app.state.store.key(file_id)]  # no upload, no tail left
+
+
 async def test_cancel_removes_file_and_row(exp, tables, export_settings):
     app, client = exp
     await tables.people(count=3000)  # enough pages that a cancel lands mid-way on a loaded machine
