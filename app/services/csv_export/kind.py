@@ -61,7 +61,6 @@ class _ExportProgress(TypedDict):
     key: list[str]  # the order key pages follow; a resume refuses a table whose key changed
     position: Any  # the source's opaque JSON: where the next page starts (None: the beginning)
     offset: int  # the file's durable length, in bytes
-    multipart: dict[str, Any] | None  # the writer's state at ``offset`` (S3; None on the local directory)
     rows: int  # rows written so far
     total: int  # the rows expected, from the source's estimate
     exact: bool  # whether ``total`` is an exact count
@@ -72,6 +71,9 @@ class ExportCheckpoint(_ExportProgress, total=False):
     """An export task's checkpoint (the JSON in ``tasks.checkpoint``)."""
 
     finished: bool  # set by the final checkpoint: the file is complete
+    # The result writer's state at ``offset`` (S3's upload, parts and tail; None on the local
+    # directory). Optional: a checkpoint from before the store had none, and was local.
+    multipart: dict[str, Any] | None
 
 
 def _as_json(state: ExportCheckpoint) -> dict[str, Any]:
