@@ -220,7 +220,11 @@ async def _server_file(app, settings, state: str, data: bytes = b"") -> str:
         session.add(row)
         await session.flush()
         file_id = row.id
-    file_path(settings, file_id).write_bytes(data)
+    store = app.state.store
+    if store.local:
+        file_path(settings, file_id).write_bytes(data)
+    else:  # a task's file lives in the configured store like an upload
+        await store.s3.put_object(Bucket=store.bucket, Key=store.key(file_id), Body=data)
     return file_id
 
 

@@ -1,4 +1,5 @@
-"""export_csv: exact bytes, pause/resume, cancel, filters, columns, bad input, owners (both DBs)."""
+"""export_csv: exact bytes, pause/resume, cancel, filters, columns, bad input, owners (both DBs,
+both byte stores: the local directory and S3, where the result is one multipart upload)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,16 @@ from app.services.csv_export.plan import csv_line
 from app.services.owners.keys import create_key
 from tests.helpers.apps import make_settings, open_app, wait_for, wait_state
 from tests.helpers.exports import NASTY, PAGE_ROWS, Tables, expected_csv, file_rows
+from tests.helpers.s3 import store_settings
+from tests.helpers.tus import s3_leftovers
+
+pytestmark = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 
 
 @pytest.fixture
-def export_settings(db_url: str, tmp_path: Path) -> Settings:
-    return make_settings(db_url, tmp_path / "storage", export_page_rows=PAGE_ROWS)
+def export_settings(db_url: str, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> Settings:
+    on_s3 = store_settings(request.getfixturevalue("s3_server")) if store == "s3" else {}
+    return make_settings(db_url, tmp_path / "storage", export_page_rows=PAGE_ROWS, **on_s3)
 
 
 @pytest.fixture
@@ -45,11 +51,24 @@ async def start(client: httpx.AsyncClient, headers: dict[str, str] | None = None
 async def export(client: httpx.AsyncClient, settings: Settings, **params: Any) -> tuple[dict[str, Any], bytes]:
     task = await wait_state(client, (await start(client, **params))["id"], "succeeded", "failed")
     assert task["state"] == "succeeded", task
-    return task, exported_bytes(settings, task)
+    return task, await exported_bytes(client, task)
 
 
-def exported_bytes(settings: Settings, task: dict[str, Any]) -> bytes:
-    return (settings.storage_dir / "files" / task["result"]["file_id"]).read_bytes()
+async def exported_bytes(
+    client: httpx.AsyncClient, task: dict[str, Any], headers: dict[str, str] | None = None
+) -> bytes:
+    """The export's file as GET /files/{id} serves it, from whichever store holds it."""
+    response = await client.get(f"/files/{task['result']['file_id']}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+async def leftovers(app: FastAPI, file_id: str) -> list[str]:
+    """What the store still holds of a file: on S3 open multipart uploads and objects under its key."""
+    if app.state.store.local:
+        path = app.state.settings.storage_dir / "files" / file_id
+        return [str(path)] if path.exists() else []
+    return await s3_leftovers(app, file_id)
 
 
 async def problem(client: httpx.AsyncClient, status: int, headers: dict[str, str] | None = None, **params: Any) -> str:
@@ -179,8 +198,8 @@ async def test_physical_order_when_no_key(exp, tables, export_settings):
     reference, data = await export(client, export_settings, table="heap")
     assert data == expected_csv(["n", "filler"], rows)
     assert reference["result"]["order_key"] == (["ctid"] if tables.pg else ["rowid"])
-    task = await pause_resume_until_done(client, (await start(client, table="heap"))["id"], export_settings)
-    assert exported_bytes(export_settings, task) == data
+    task = await pause_resume_until_done(client, (await start(client, table="heap"))["id"], export_settings, _app)
+    assert await exported_bytes(client, task) == data
 
 
 async def test_order_by_unique_not_null_column(exp, tables, export_settings):
@@ -226,14 +245,11 @@ async def pause_resume_until_done(
         assert done == checkpoint["rows"]
         if 0 < checkpoint["rows"] < checkpoint["total"]:
             paused_mid += 1
-        path = settings.storage_dir / "files" / checkpoint["file_id"]
-        # (Paused at the very first checkpoint, the file may not have been made yet.)
-        assert (path.stat().st_size if path.exists() else 0) >= checkpoint["offset"]
         if app is not None:
             [row] = await file_rows(app, task_id)
             assert row.state == "writing"  # a paused export is not downloadable
-        with path.open("ab") as handle:  # bytes past the checkpoint must not survive a resume
-            handle.write(b"GARBAGE,NOT,IN,THE,EXPORT\n")
+            assert row.offset == checkpoint["offset"] and row.multipart == checkpoint["multipart"]
+        await scribble_past_the_checkpoint(settings, app, checkpoint)
         assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 202
     assert paused_mid >= 2, "the export finished before it could be paused mid-way"
     task = await wait_state(client, task_id, "succeeded", "failed")
@@ -241,14 +257,87 @@ async def pause_resume_until_done(
     return task
 
 
+GARBAGE = b"GARBAGE,NOT,IN,THE,EXPORT\n"
+
+
+async def scribble_past_the_checkpoint(settings: Settings, app: FastAPI | None, checkpoint: dict[str, Any]) -> None:
+    """Write what a run killed after its last checkpoint could have left: none of it may count.
+
+    Local: bytes after the checkpoint's offset. S3: a part under the next part number and a
+    tail segment, neither in the checkpoint's list."""
+    file_id = checkpoint["file_id"]
+    if not settings.storage_url:
+        path = settings.storage_dir / "files" / file_id
+        # (Paused at the very first checkpoint, the file may not have been made yet.)
+        assert (path.stat().st_size if path.exists() else 0) >= checkpoint["offset"]
+        with path.open("ab") as handle:
+            handle.write(GARBAGE)
+        return
+    assert app is not None
+    multipart = checkpoint["multipart"]
+    store = app.state.store
+    if multipart is None:  # paused at the first checkpoint: a dead run's upload nobody names
+        await store.s3.create_multipart_upload(Bucket=store.bucket, Key=store.key(file_id))
+        return
+    assert (
+        sum(p["size"] for p in multipart["parts"]) + sum(s["size"] for s in multipart["segments"])
+        == (checkpoint["offset"])
+    )
+    number = len(multipart["parts"]) + 1
+    await store.upload_part(file_id, multipart["upload_id"], number, GARBAGE * 1000)
+    await store.put_tail(file_id, GARBAGE)
+
+
 async def test_pause_resume_many_times_gives_identical_bytes(exp, tables, export_settings):
     app, client = exp
     await tables.people(count=1500)  # enough pages that pauses land mid-way even when a pause waits for the lock
     _reference, data = await export(client, export_settings, table="people")
     task = await pause_resume_until_done(client, (await start(client, table="people"))["id"], export_settings, app)
-    assert exported_bytes(export_settings, task) == data
+    assert await exported_bytes(client, task) == data
     [row] = await file_rows(app, task["id"])
     assert (row.state, row.length) == ("complete", len(data))
+
+
+async def test_pause_resume_across_s3_parts_gives_identical_bytes(tables, export_settings, store):
+    if store == "local":
+        pytest.skip("parts and tail segments are S3's")
+    rows = [(i, f"{i:06d} " + "x" * 5000) for i in range(1, 2401)]  # about 12 MiB: two parts and a tail
+    await tables.execute(
+        "local",
+        'CREATE TABLE {s}"wide" (id integer PRIMARY KEY, filler text)',
+        rows=rows,
+        insert='INSERT INTO {s}"wide" VALUES ({marks})',
+    )
+    async with open_app(export_settings, export_page_rows=60) as (app, client):
+        _reference, data = await export(client, export_settings, table="wide")
+        assert data == expected_csv(["id", "filler"], rows)
+        task_id = (await start(client, table="wide"))["id"]
+        parts_seen: set[int] = set()
+        done = -1.0
+        for _ in range(6):
+            task = await wait_for(
+                client,
+                task_id,
+                lambda t, done=done: t["state"] == "succeeded" or t["progress"]["done"] > done + 300,
+            )
+            if task["state"] == "succeeded":
+                break
+            await client.post(f"/tasks/{task_id}/pause")
+            task = await wait_state(client, task_id, "paused", "succeeded")
+            if task["state"] == "succeeded":
+                break
+            checkpoint = task["checkpoint"]
+            done = task["progress"]["done"]
+            if checkpoint["multipart"]:
+                parts_seen.add(len(checkpoint["multipart"]["parts"]))
+            await scribble_past_the_checkpoint(export_settings, app, checkpoint)
+            assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 202
+        task = await wait_state(client, task_id, "succeeded", "failed")
+        assert task["state"] == "succeeded", task["error"]
+        assert parts_seen - {0}, f"no pause came after a part was uploaded: {parts_seen}"
+        assert await exported_bytes(client, task) == data
+        file_id = task["result"]["file_id"]
+        assert await leftovers(app, file_id) == [app.state.store.key(file_id)]  # no upload, no tail left
 
 
 async def test_cancel_removes_file_and_row(exp, tables, export_settings):
@@ -260,11 +349,11 @@ async def test_cancel_removes_file_and_row(exp, tables, export_settings):
         if pause_first:
             await client.post(f"/tasks/{task_id}/pause")
             task = await wait_state(client, task_id, "paused")
-        path = export_settings.storage_dir / "files" / task["checkpoint"]["file_id"]
-        assert path.exists() and await file_rows(app, task_id)
+        file_id = task["checkpoint"]["file_id"]
+        assert await leftovers(app, file_id) and await file_rows(app, task_id)
         assert (await client.post(f"/tasks/{task_id}/cancel")).status_code == 202
         await wait_state(client, task_id, "cancelled")
-        assert not path.exists()
+        assert await leftovers(app, file_id) == []  # S3: no multipart upload, no object, no tail
         assert await file_rows(app, task_id) == []
     assert list((export_settings.storage_dir / "files").iterdir()) == []
 
@@ -338,7 +427,7 @@ async def test_other_owners_table_is_404_admin_may_export_it(exp, tables, export
     assert "no table 'secrets'" in await problem(client, 404, table="secrets")  # "local" neither
     created = await start(client, as_root, table="secrets", owner="bob")
     task = await wait_state(client, created["id"], "succeeded", headers=as_root)
-    assert exported_bytes(export_settings, task) == expected_csv(["id", "name", "note", "qty"], rows)
+    assert await exported_bytes(client, task, as_root) == expected_csv(["id", "name", "note", "qty"], rows)
     [row] = await file_rows(app, task["id"])
     assert row.owner == "root"
     assert (await client.get(f"/tasks/{task['id']}", headers=as_alice)).status_code == 404
@@ -358,7 +447,7 @@ async def test_download_only_when_complete_with_range(exp, tables, export_settin
     assert response.status_code == 409, response.text  # a paused export is not downloadable
     await client.post(f"/tasks/{task_id}/resume")
     task = await wait_state(client, task_id, "succeeded")
-    data = exported_bytes(export_settings, task)
+    data = await exported_bytes(client, task)
     response = await client.get(task["result"]["download"])
     assert response.status_code == 200 and response.content == data
     assert response.headers["content-type"].startswith("text/csv") and response.headers.get("etag")
@@ -469,13 +558,13 @@ async def test_table_dropped_while_paused_fails_and_removes_the_partial_file(exp
     await wait_for(client, task_id, lambda t: t["progress"]["done"] > 0)
     await client.post(f"/tasks/{task_id}/pause")
     task = await wait_state(client, task_id, "paused")
-    path = export_settings.storage_dir / "files" / task["checkpoint"]["file_id"]
-    assert path.exists()
+    file_id = task["checkpoint"]["file_id"]
+    assert await leftovers(app, file_id)
     await tables.execute("local", 'DROP TABLE {s}"people"')
     await client.post(f"/tasks/{task_id}/resume")
     task = await wait_state(client, task_id, "failed")
     assert "no table 'people'" in task["error"]
-    assert not path.exists() and await file_rows(app, task_id) == []
+    assert await leftovers(app, file_id) == [] and await file_rows(app, task_id) == []
 
 
 async def test_pause_resume_on_a_text_key_gives_identical_bytes(exp, tables, export_settings):
@@ -490,14 +579,14 @@ async def test_pause_resume_on_a_text_key_gives_identical_bytes(exp, tables, exp
     reference, data = await export(client, export_settings, table="labels")
     assert reference["result"]["order_key"] == ["label"]
     assert data == expected_csv(["label", "n", "note"], sorted(rows))
-    task = await pause_resume_until_done(client, (await start(client, table="labels"))["id"], export_settings)
-    assert exported_bytes(export_settings, task) == data
+    task = await pause_resume_until_done(client, (await start(client, table="labels"))["id"], export_settings, _app)
+    assert await exported_bytes(client, task) == data
 
 
 async def test_wide_rows_make_shorter_pages(exp, tables, export_settings, monkeypatch):
-    from app.services.csv_export import plan as export_common
     from app.services.csv_export import source_pg as export_pg
     from app.services.csv_export import source_sqlite as export_sqlite
+    from app.services.files import results, s3store
 
     _app, client = exp
     rows = [(i, "w" * 1000 + str(i)) for i in range(40)]
@@ -510,13 +599,14 @@ async def test_wide_rows_make_shorter_pages(exp, tables, export_settings, monkey
     monkeypatch.setattr(export_pg, "MAX_PAGE_BYTES", 2500)
     monkeypatch.setattr(export_sqlite, "MAX_PAGE_BYTES", 2500)
     handed: list[int] = []
-    original = export_common.FileSink.hand_off
+    writer = results.FileSink if export_settings.storage_url == "" else s3store.S3Result
+    original = writer.hand_off
 
-    async def counting(self: export_common.FileSink, *chunks: bytes) -> Any:
+    async def counting(self: Any, *chunks: bytes) -> Any:
         handed.append(sum(map(len, chunks)))
         return await original(self, *chunks)
 
-    monkeypatch.setattr(export_common.FileSink, "hand_off", counting)
+    monkeypatch.setattr(writer, "hand_off", counting)
     _task, data = await export(client, export_settings, table="wide")
     assert data == expected_csv(["id", "blob"], rows)
     assert len(handed) >= 15 and max(handed[2:]) <= 2100  # after the first two pages: ≤ 2 rows each

@@ -33,10 +33,17 @@ EXPORT_KEYS = {"file_id", "filename", "key", "position", "offset", "rows", "tota
 def test_import_checkpoint_keeps_its_stored_keys() -> None:
     assert CHECKPOINT_VERSION == 1
     assert ImportCheckpoint.__required_keys__ == IMPORT_KEYS
-    assert ImportCheckpoint.__optional_keys__ == {"dialect", "inferred", "start", "first_line", "fallbacks"}
+    assert ImportCheckpoint.__optional_keys__ == {
+        "dialect",
+        "inferred",
+        "start",
+        "first_line",
+        "fallbacks",
+        "reject_multipart",
+    }
     assert SourceFingerprint.__required_keys__ == {"size", "mtime_ns", "sha256_head_tail"}
 
 
 def test_export_checkpoint_keeps_its_stored_keys() -> None:
     assert ExportCheckpoint.__required_keys__ == EXPORT_KEYS
-    assert ExportCheckpoint.__optional_keys__ == {"finished"}
+    assert ExportCheckpoint.__optional_keys__ == {"finished", "multipart"}

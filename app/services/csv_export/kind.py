@@ -1,11 +1,13 @@
-"""Built-in kind ``export_csv``: a table of the owner's data namespace → a CSV file in storage.
+"""Built-in kind ``export_csv``: a table of the owner's data namespace → a CSV file in the store.
 
     create: check table / columns / key / filters ─▶ 201 (or 404 / 422)
     run:    files row (state "writing") + first checkpoint, in one transaction
-            repeat: page → append to file → fsync → checkpoint(position, byte offset, rows)
-            done:   cut the file at its offset, files row "complete" (downloadable at /files/{id})
-    resume: truncate the file back to the checkpoint's offset, continue from its position
-    cancel, or a final failure: delete the file and its row (the engine runs the cleanup)
+            repeat: page → hand to the result writer → kept → checkpoint(position, byte offset,
+                    rows, the writer's mark), the files row's offset and multipart with it
+            done:   the writer makes the file whole, files row "complete" (GET /files/{id})
+    resume: the writer continues from the checkpoint's mark (local: the file cut back to its
+            offset; S3: the same multipart upload, its listed parts and tail), from its position
+    cancel, or a final failure: purge the file's bytes and delete its row (the engine runs the cleanup)
     quota:  every checkpoint counts the file toward the owner's storage quota; past it the task
             fails ("storage quota exceeded: …") and so its file is removed
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from pydantic import Field, field_validator, model_validator
@@ -30,10 +31,10 @@ from app.config import Settings
 from app.errors import NotFound, Unprocessable
 from app.metrics import ROWS_EXPORTED
 from app.models import File, new_id, utcnow
-from app.services.csv_export.plan import ExportPlan, FileSink, FilterSpec, Source, csv_line, fsync_dir
+from app.services.csv_export.plan import ExportPlan, FilterSpec, Source, csv_line
 from app.services.csv_export.source_pg import PgSource
 from app.services.csv_export.source_sqlite import SqliteSource
-from app.services.files.storage import file_path
+from app.services.files.results import Mark, ResultLost, ResultWriter
 from app.services.owners.keys import OWNER_PATTERN
 from app.services.owners.limits import QuotaExceeded, check_storage
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path, validate_identifier
@@ -70,6 +71,9 @@ class ExportCheckpoint(_ExportProgress, total=False):
     """An export task's checkpoint (the JSON in ``tasks.checkpoint``)."""
 
     finished: bool  # set by the final checkpoint: the file is complete
+    # The result writer's state at ``offset`` (S3's upload, parts and tail; None on the local
+    # directory). Optional: a checkpoint from before the store had none, and was local.
+    multipart: dict[str, Any] | None
 
 
 def _as_json(state: ExportCheckpoint) -> dict[str, Any]:
@@ -220,6 +224,7 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
 
     async def work(conn: AsyncConnection) -> None:
         await check_storage(conn, ctx.settings, ctx.owner, size, what="this export", exclude=file_id)
+        # The row names the multipart upload too, so whatever deletes the row can abort it.
         result = await conn.execute(
             update(File).where(File.id == file_id).values(updated_at=utcnow(), offset=size, **values)
         )
@@ -231,14 +236,13 @@ def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Wor
 
 async def remove_export(ctx: TaskContext, checkpoint: dict[str, Any] | None) -> None:
     """Delete every file this task made (bytes first, then the row)."""
-    settings = ctx.settings
     async with ctx.session() as session, session.begin():
         mine = select(File.id).where(File.task_id == ctx.task_id, File.origin == "export")
         ids = set((await session.execute(mine)).scalars())
         if checkpoint and checkpoint.get("file_id"):
             ids.add(checkpoint["file_id"])
         for file_id in ids:
-            file_path(settings, file_id).unlink(missing_ok=True)
+            await ctx.store.purge(file_id)  # on S3 also the multipart upload and its tail segments
         await session.execute(delete(File).where(File.id.in_(ids)))
 
 
@@ -298,6 +302,7 @@ class ExportCsv(TaskKind[ExportParams]):
             "key": source.key,
             "position": None,
             "offset": 0,
+            "multipart": None,
             "rows": 0,
             "total": total,
             "exact": exact,
@@ -335,20 +340,13 @@ class ExportCsv(TaskKind[ExportParams]):
                 f"table {params.table!r} changed since the export started: its order key is now "
                 f"{source.key}, not {state['key']}"
             )
-        path = file_path(ctx.settings, state["file_id"])
-        if not path.exists() or path.stat().st_size < state["offset"]:
-            if state["offset"] > 0:
-                logger.warning("export %s: file shorter than its checkpoint; starting over", ctx.task_id)
-            state = {**state, "position": None, "offset": 0, "rows": 0}
-        sink = FileSink(path, state["offset"])
+        writer, state = await _open_writer(ctx, state, resumed=checkpoint is not None)
         try:
-            if state["offset"] == 0:
-                await _fsync_parent(path)
-                if params.header:
-                    await sink.write(csv_line(source.columns, params.delimiter, params.null).encode())
+            if state["offset"] == 0 and params.header:
+                await writer.write(csv_line(source.columns, params.delimiter, params.null).encode())
             ctx.progress(state["rows"], state["total"], "rows")
             limit = ctx.settings.export_page_rows
-            # Page N is synced and checkpointed in the background while page N+1 is fetched; it
+            # Page N is kept and checkpointed in the background while page N+1 is fetched; it
             # must be committed (the lease still ours, no pause asked) before N+1 is written.
             commit: asyncio.Task[None] | None = None
             try:
@@ -356,40 +354,59 @@ class ExportCsv(TaskKind[ExportParams]):
                     async for page in pages:
                         if commit is not None:
                             await commit  # in order; and where a pause or cancel stops the export
-                        durable = await sink.hand_off(*page.chunks)
+                        durable = await writer.hand_off(*page.chunks)
                         rows = state["rows"] + page.rows
-                        state = {**state, "position": page.position, "offset": sink.offset, "rows": rows}
+                        state = {**state, "position": page.position, "offset": writer.offset, "rows": rows}
                         commit = asyncio.create_task(_commit(ctx, state, durable, page.rows))
                 if commit is not None:
                     await commit
             finally:
                 if commit is not None and not commit.done():
                     await asyncio.wait([commit])
-            length = await sink.finish()
+            length = await writer.finish()
         finally:
-            await sink.aclose()
-        state = {**state, "offset": length, "finished": True}
-        done = _files_work(ctx, state["file_id"], length, length=length, state="complete", completed_at=utcnow())
+            await writer.aclose()
+        state = {**state, "offset": length, "multipart": None, "finished": True}
+        done = _files_work(
+            ctx, state["file_id"], length, length=length, state="complete", completed_at=utcnow(), multipart=None
+        )
         await ctx.checkpoint(
             _as_json(state), done=state["rows"], total=state["rows"], unit="rows", work=done, final=True
         )
+        await writer.settle()
         return _result(state)
 
 
-async def _commit(ctx: TaskContext, state: ExportCheckpoint, durable: asyncio.Future[None], rows: int) -> None:
-    await durable
+async def _open_writer(
+    ctx: TaskContext, state: ExportCheckpoint, *, resumed: bool
+) -> tuple[ResultWriter, ExportCheckpoint]:
+    """The result writer where the checkpoint left it; a file lost under the task starts over."""
+    store, file_id = ctx.store, state["file_id"]
+    mark: Mark | None = {"offset": state["offset"], "multipart": state.get("multipart")}
+    if state["offset"] == 0 and not state.get("multipart"):
+        mark = None
+        if resumed:  # a run that died before its first page may have begun a multipart upload
+            await store.purge(file_id)
+    try:
+        return await store.open_result(file_id, mark), state
+    except ResultLost as exc:
+        logger.warning("export %s: %s; starting over", ctx.task_id, exc)
+    await store.purge(file_id)
+    state = {**state, "position": None, "offset": 0, "multipart": None, "rows": 0}
+    return await store.open_result(file_id, None), state
+
+
+async def _commit(ctx: TaskContext, state: ExportCheckpoint, durable: asyncio.Future[Mark], rows: int) -> None:
+    mark = await durable
+    state["multipart"] = mark["multipart"]  # what the store holds: exactly ``offset`` bytes
     try:
         await ctx.checkpoint(
             _as_json(state),
             done=state["rows"],
             total=max(state["total"], state["rows"]),
             unit="rows",
-            work=_files_work(ctx, state["file_id"], state["offset"]),
+            work=_files_work(ctx, state["file_id"], state["offset"], multipart=mark["multipart"]),
         )
     finally:
         if ctx.checkpoint_state is state:  # counted once it is committed
             ROWS_EXPORTED.inc(rows)
-
-
-async def _fsync_parent(path: Path) -> None:
-    await asyncio.to_thread(fsync_dir, path.parent)

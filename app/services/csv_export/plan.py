@@ -1,12 +1,13 @@
-"""What both export sources share: the plan, the order-key rule, CSV quoting and the file sink.
+"""What both export sources share: the plan, the order-key rule and CSV quoting.
 
 An export walks a table in keyset pages::
 
-    pages(position, limit) ─▶ Page(next position, rows, CSV bytes) ─▶ append ─▶ fsync ─▶ checkpoint
+    pages(position, limit) ─▶ Page(next position, rows, CSV bytes) ─▶ result writer ─▶ checkpoint
                           └── ends once nothing is left after ``position``
 
 ``position`` is opaque JSON owned by the source (the last key's values, or the next heap
-block for PostgreSQL's physical order); the checkpoint stores it with the file's byte offset.
+block for PostgreSQL's physical order); the checkpoint stores it with the file's byte offset
+and the writer's mark (app/services/files/results.py: a local file or an S3 multipart upload).
 
 Both databases write each type the same way, so a table imported into SQLite and into
 PostgreSQL from one file exports to the same bytes::
@@ -20,11 +21,8 @@ PostgreSQL from one file exports to the same bytes::
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from app.errors import Unprocessable
@@ -32,8 +30,6 @@ from app.errors import Unprocessable
 # How comparisons read in SQL; "in"/"like"/"null" forms are spelled out by each source.
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
-# Bytes gathered before one write + fdatasync in a worker thread.
-FLUSH_BYTES = 4 * 1024 * 1024
 MAX_LISTED = 40
 
 
@@ -168,108 +164,3 @@ def csv_field(value: str, delimiter: str, null: str, single: bool, quote_all: bo
 def csv_line(values: Sequence[str | None], delimiter: str, null: str) -> str:
     single = len(values) == 1
     return delimiter.join(null if v is None else csv_field(v, delimiter, null, single) for v in values) + "\n"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-class FileSink:
-    """Appends to the export file from a byte ``offset`` (anything after it is cut off first).
-
-    Bytes are gathered in memory and handed, a block at a time, to a worker thread that writes
-    and fdatasyncs them while the database streams the next block; ``sync()`` then only waits
-    for the tail. ``offset`` counts bytes handed over; it is durable once ``sync()`` returns.
-    """
-
-    def __init__(self, path: Path, offset: int) -> None:
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
-        try:
-            os.ftruncate(self.fd, offset)
-            os.lseek(self.fd, offset, os.SEEK_SET)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self.offset = offset
-        self._chunks: list[bytes] = []
-        self._pending = 0
-        self._writing: asyncio.Future[None] | None = None
-
-    async def write(self, *chunks: bytes) -> None:
-        for data in chunks:
-            self._chunks.append(data)
-            self._pending += len(data)
-            if self._pending >= FLUSH_BYTES:
-                await self.drain()
-
-    async def _settle(self) -> None:
-        job, self._writing = self._writing, None
-        if job is not None:
-            await job  # a failed write fails the page
-
-    async def drain(self) -> None:
-        if not self._chunks:
-            return
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._pending = 0
-        await self._settle()  # one block in flight: memory stays at about two blocks
-        self._writing = asyncio.ensure_future(asyncio.to_thread(_write_and_sync, self.fd, data))
-        self.offset += len(data)
-
-    async def hand_off(self, *chunks: bytes) -> asyncio.Future[None]:
-        """Queue ``chunks``; the returned future is done once they (and all before) are on disk."""
-        await self.write(*chunks)
-        await self.drain()
-        if self._writing is not None:
-            return self._writing
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    async def sync(self) -> int:
-        """Everything handed over so far is on disk; returns the offset to checkpoint."""
-        await self.drain()
-        await self._settle()
-        return self.offset
-
-    async def finish(self) -> int:
-        """Sync and cut the file at the current offset (drops bytes a stale runner may have left)."""
-        await self.sync()
-        os.ftruncate(self.fd, self.offset)
-        await asyncio.to_thread(os.fsync, self.fd)
-        return self.offset
-
-    async def aclose(self) -> None:
-        """Close the file, but never under a write still running in a worker thread."""
-        job, self._writing = self._writing, None
-        if job is None or job.done():
-            self._close(job)
-            return
-        job.add_done_callback(self._close)
-        await asyncio.wait([job])
-
-    def _close(self, job: asyncio.Future[None] | None = None) -> None:
-        if job is not None and not job.cancelled():
-            job.exception()  # seen here; the page that needed it has already failed
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _write_and_sync(fd: int, data: bytes) -> None:
-    _write_all(fd, data)
-    os.fdatasync(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a new file's directory entry durable too."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

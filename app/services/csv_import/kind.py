@@ -43,13 +43,12 @@ from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportChe
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
+from app.services.csv_import.rejects import Rejects, remove_rejects
 from app.services.csv_import.source import (
     BatchReader,
     RecordError,
-    Rejects,
     fingerprint,
     make_plan,
-    remove_rejects,
     resolve_source,
 )
 from app.services.owners.keys import Principal
@@ -145,6 +144,7 @@ class _Job:
         self.loader = open_loader(ctx, params, self.settings)
         self.clock = time.monotonic()
         self.dialect: Dialect | None = None
+        self.rejects: Rejects | None = None
 
     def use_dialect(self, state: ImportCheckpoint) -> None:
         """Parse with the dialect the import started with (a checkpoint from before sniffing
@@ -168,6 +168,8 @@ class _Job:
 
     def close(self) -> None:
         self.loader.close()
+        if self.rejects is not None:
+            self.rejects.close()
 
     def tick(self, state: ImportCheckpoint) -> None:
         now = time.monotonic()
@@ -189,7 +191,7 @@ class _Job:
         """Idempotent: also when nothing was staged yet, or it was already removed."""
         async with self.ctx.begin() as conn:
             await self.loader.drop(conn)
-            await remove_rejects(conn, self.settings, self.ctx.task_id)
+            await remove_rejects(conn, self.ctx.store, self.ctx.task_id)
 
     async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         params = self.params
@@ -203,7 +205,9 @@ class _Job:
         self.use_dialect(state)
         rejects = None
         if params.on_error == "skip":
-            rejects = Rejects(self.settings, self.ctx.task_id, self.ctx.owner, params.table, state["reject_bytes"])
+            size, mark = state["reject_bytes"], state.get("reject_multipart")
+            rejects = await Rejects.open(self.ctx.store, self.ctx.task_id, self.ctx.owner, params.table, size, mark)
+            self.rejects = rejects
         if state["phase"] == "load":
             while True:
                 try:
@@ -328,13 +332,13 @@ class _Job:
         state["rows"] = state["rejects"] = state["reject_bytes"] = 0
         staging = [(n, self.loader.column_type(t)) for n, t in zip(state["columns"], state["types"], strict=True)]
         if rejects is not None:
-            rejects.reset()
+            await rejects.reset()
         stage = await self.loader.stage(staging, state)
 
         async def restart(conn: AsyncConnection) -> None:
             if stage is not None:
                 await stage(conn)
-            await remove_rejects(conn, self.settings, self.ctx.task_id)
+            await remove_rejects(conn, self.ctx.store, self.ctx.task_id)
 
         self.tick(state)
         await self.ctx.checkpoint(as_json(state), work=restart)
@@ -363,6 +367,7 @@ class _Job:
                 if work is not None:
                     await work(conn)
                 if rejects is not None:
+                    await rejects.keep(state)  # PostgreSQL: sealed by the batch's work just now
                     await rejects.ensure_row(conn)
                 self.tick(state)
 
@@ -384,6 +389,8 @@ class _Job:
 
         await self.ctx.checkpoint(as_json(done), work=final, final=True)  # published: the task has finished
         state.update(done)
+        if rejects is not None:
+            await rejects.settle()
 
     def result(self, state: ImportCheckpoint, rejects: Rejects | None) -> dict[str, Any]:
         return {

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from app.services.csv_import.source import Batch, Rejects, SourceFingerprint
+    from app.services.csv_import.rejects import Rejects
+    from app.services.csv_import.source import Batch, SourceFingerprint
     from app.services.runtime.context import Work
 
 # The checkpoint's layout version; a run that finds another one starts over.
@@ -59,6 +60,7 @@ class ImportCheckpoint(_ImportProgress, total=False):
     start: int  # the first data record's byte offset and line, for a restart
     first_line: int
     fallbacks: list[dict[str, Any]]  # columns widened during the load, and why
+    reject_multipart: dict[str, Any] | None  # the reject file's writer mark at reject_bytes (S3)
 
 
 # One checkpoint: the caller commits ``state`` with ``work`` (if any) in one transaction.
@@ -126,12 +128,13 @@ class Loader(Protocol):
 
 
 def advance(state: ImportCheckpoint, used: int, lines: int, rows: int, rejects: Rejects | None) -> None:
-    """Move ``state`` past a written batch part, with the rejects it produced made durable."""
+    """Move ``state`` past a written batch part, with the rejects it produced sealed (the
+    caller has them kept, Rejects.keep, before the state commits)."""
     state["offset"] += used
     state["line"] += lines
     state["rows"] += rows
     if rejects is not None:
-        state["reject_bytes"] = rejects.flush()
+        state["reject_bytes"] = rejects.seal()
         state["rejects"] += rejects.counted
         rejects.counted = 0
 

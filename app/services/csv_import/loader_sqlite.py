@@ -33,8 +33,9 @@ from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
 from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
+from app.services.csv_import.rejects import Rejects
 from app.services.csv_import.scan import CsvError
-from app.services.csv_import.source import Batch, Rejects, decode
+from app.services.csv_import.source import Batch, decode
 from app.services.owners.namespaces import quote as q
 from app.services.runtime.context import TaskContext, Work
 
@@ -186,6 +187,8 @@ class SqliteLoader:
                     used_bytes += len(chunk)
                     used_lines += chunk.count(b"\n")
                 advance(state, used_bytes, used_lines, rows, rejects)
+                if rejects is not None:  # durable before the state that counts them commits
+                    rejects.keep_blocking(state)
                 self._save_state(db, state)
         except BaseException:
             if rejects is not None:

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.errors import Conflict
 from app.models import File
 from app.services.files.catalog import COMPLETE
-from app.services.files.store import ByteStore, missing, store_for
+from app.services.files.store import ByteStore, missing
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ async def stored_file(store: ByteStore, settings: Settings, row: File) -> Stored
             f"file {row.id} is not complete yet (state {row.state!r}); it can be downloaded once complete",
             current_state=row.state,
         )
-    holder = store_for(store, settings, row.origin)
+    holder = store  # uploads, exports and rejects alike
     stat = await holder.stat(row.id)
     if stat is None:
         raise missing(row.id)

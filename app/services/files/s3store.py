@@ -40,6 +40,7 @@ from app.errors import PayloadTooLarge
 from app.metrics import BYTES_UPLOADED, OBJECT_STORE_BYTES, OBJECT_STORE_ERRORS, OBJECT_STORE_REQUESTS
 from app.models import File
 from app.services.files import writer
+from app.services.files.results import Mark, ResultLost, ResultWriter
 from app.services.files.store import ByteStore, Stat, read_ahead
 
 PART_BYTES = 5 << 20  # S3's smallest part but the last
@@ -257,7 +258,68 @@ class S3Store:
                     raise
             if multipart.get("tail_key"):
                 await self._delete_key(multipart["tail_key"])
+            for segment in multipart.get("segments", ()):  # a task's file, still being written
+                await self._delete_key(segment["key"])
         await self._delete_key(self.key(file_id))
+
+    async def purge(self, file_id: str) -> None:
+        """Abort every multipart upload of the file's key, delete every object under its name."""
+        key = self.key(file_id)
+        for upload_id in await self._uploads_of(key):
+            try:
+                await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+            except ClientError as exc:
+                if not _missing(exc):
+                    raise
+        for found in await self._keys_under(key):
+            await self._delete_key(found)
+
+    async def _uploads_of(self, key: str) -> list[str]:
+        ids: list[str] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._call("list_multipart_uploads", Prefix=key, **markers)
+            ids += [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == key]
+            if not page.get("IsTruncated"):
+                return ids
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    async def _keys_under(self, key: str) -> list[str]:
+        """The object itself and its pieces (``<key>.tail-…``): file ids all have one length."""
+        keys: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = await self._call("list_objects_v2", Prefix=key, **token)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return keys
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    # -- files tasks write ------------------------------------------------------------------
+
+    async def open_result(self, file_id: str, mark: Mark | None) -> ResultWriter:
+        if mark is None or not mark.get("multipart"):
+            made = await self._call("create_multipart_upload", Key=self.key(file_id))
+            return S3Result(self, file_id, made["UploadId"], [], [], bytearray())
+        multipart = mark["multipart"]
+        try:  # the upload must still be there (cancelled, or completed by a run that then died)
+            await self._call("list_parts", Key=self.key(file_id), UploadId=multipart["upload_id"], MaxParts=1)
+        except ClientError as exc:
+            if _missing(exc):
+                raise ResultLost(f"the multipart upload of file {file_id} is gone") from None
+            raise
+        tail = bytearray()
+        for segment in multipart["segments"]:
+            try:
+                tail += await self._get(segment["key"])
+            except ClientError as exc:
+                if _missing(exc):
+                    raise ResultLost(f"a tail segment of file {file_id} is gone") from None
+                raise
+        result = S3Result(self, file_id, multipart["upload_id"], multipart["parts"], multipart["segments"], tail)
+        if result.offset != mark["offset"]:
+            raise ResultLost(f"file {file_id} holds {result.offset} bytes, not the checkpoint's {mark['offset']}")
+        return result
 
     async def _delete_key(self, key: str) -> None:
         try:
@@ -338,6 +400,141 @@ class _PartPipeline:
         if keep_tail and rest and self.base + len(rest) > self.state.durable:
             tail_key = await self.store.put_tail(self.file_id, rest)
             self._publish(tail=len(rest), tail_key=tail_key)
+
+
+class S3Result:
+    """A task's file as one multipart upload, continued from the checkpoint's mark.
+
+        hand_off(page) ──▶ buffer (the tail: bytes past the last part) += page
+                       ──▶ buffer ≥ a part size: UploadPart(number = parts + 1) of all of it
+                           else: PUT the bytes no segment holds yet as a new tail segment
+                       ──▶ the mark {offset, multipart: {upload_id, parts, segments}}
+        finish         ──▶ the buffer as the last part, CompleteMultipartUpload of the listed parts
+
+    Only what a committed mark lists counts: a part uploaded after it is uploaded again under
+    the same number by the resumed run, a segment written after it is nobody's (``purge`` and
+    ``settle`` sweep those by name). Segments are merged as they go (see ``_put_segment``), so
+    the tail is neither rewritten whole for every page nor kept as one object per page;
+    segments a part or a merge absorbed are deleted at the next hand-off, when the mark that
+    dropped them has been committed.
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        file_id: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        segments: list[dict[str, Any]],
+        tail: bytearray,
+    ) -> None:
+        self.store, self.file_id, self.upload_id = store, file_id, upload_id
+        self.parts, self.segments = list(parts), list(segments)
+        self.part_bytes = store.part_bytes(None)
+        self.base = sum(int(p["size"]) for p in self.parts)  # bytes in the listed parts
+        self.buffer = tail  # bytes after the parts: the segments' first, then new ones
+        self.stored = len(tail)  # how much of the buffer the segments hold
+        self.offset = self.base + len(tail)
+        self._job: asyncio.Future[Mark] | None = None
+        self._absorbed: list[str] = []  # segment keys now held elsewhere: deleted once that is committed
+
+    def mark(self) -> Mark:
+        multipart = {"upload_id": self.upload_id, "parts": list(self.parts), "segments": list(self.segments)}
+        return {"offset": self.base + self.stored, "multipart": multipart}
+
+    async def write(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.buffer += chunk
+            self.offset += len(chunk)
+
+    async def _settle(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            await job
+
+    async def hand_off(self, *chunks: bytes) -> asyncio.Future[Mark]:
+        await self.write(*chunks)
+        await self._settle()  # one request in flight, in order
+        self._job = asyncio.ensure_future(self._keep())
+        return self._job
+
+    async def _keep(self) -> Mark:
+        absorbed, self._absorbed = self._absorbed, []
+        for key in absorbed:  # the previous mark (without them) is committed: nobody names them
+            with contextlib.suppress(Exception):
+                await self.store._delete_key(key)
+        if len(self.buffer) >= self.part_bytes:
+            await self._upload_part(bytes(self.buffer))
+        elif len(self.buffer) > self.stored:
+            await self._put_segment()
+        return self.mark()
+
+    async def _put_segment(self) -> None:
+        """The bytes no segment holds yet, merged with the trailing segments no larger than them:
+        sizes then fall from first to last like a binary counter's bits, so a tail of n pages is
+        O(log n) segments (a short mark, few GETs on resume) and each byte is rewritten
+        O(log n) times."""
+        start = self.stored
+        merged: list[str] = []
+        while self.segments and int(self.segments[-1]["size"]) <= len(self.buffer) - start:
+            last = self.segments.pop()
+            start -= int(last["size"])
+            merged.append(last["key"])
+        data = bytes(self.buffer[start:])
+        key = await self.store.put_tail(self.file_id, data)
+        self.segments.append({"key": key, "size": len(data)})
+        self.stored = len(self.buffer)
+        self._absorbed += merged
+
+    async def _upload_part(self, data: bytes) -> None:
+        number = len(self.parts) + 1
+        etag = await self.store.upload_part(self.file_id, self.upload_id, number, data)
+        self.parts.append({"number": number, "etag": etag, "size": len(data)})
+        self.base += len(data)
+        self.buffer = self.buffer[len(data) :]
+        self._absorbed += [s["key"] for s in self.segments]
+        self.segments, self.stored = [], 0
+
+    async def sync(self) -> Mark:
+        await self._settle()
+        if self.offset > self.base + self.stored:
+            await self.hand_off()
+            await self._settle()
+        return self.mark()
+
+    async def finish(self) -> int:
+        await self._settle()
+        key = self.store.key(self.file_id)
+        if not self.parts and not self.buffer:  # S3 completes no upload without parts
+            await self.store._call("put_object", Key=key, Body=b"")
+            with contextlib.suppress(ClientError):
+                await self.store._call("abort_multipart_upload", Key=key, UploadId=self.upload_id)
+            return 0
+        if self.buffer:
+            try:
+                await self._upload_part(bytes(self.buffer))
+            except ClientError as exc:  # completed by a run that died before its final commit
+                if not (_missing(exc) and (await self.store.stat(self.file_id) or Stat(-1, 0)).size == self.offset):
+                    raise
+                return self.offset
+        await self.store.finish(self.file_id, {"upload_id": self.upload_id, "parts": self.parts})
+        return self.offset
+
+    async def settle(self) -> None:
+        """Delete the tail segments (and any a dead run left): the object is complete."""
+        with contextlib.suppress(Exception):
+            for key in await self.store._keys_under(self.store.key(self.file_id) + "."):
+                await self.store._delete_key(key)
+
+    def close(self) -> None:
+        return None  # holds nothing but memory
+
+    async def aclose(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            await asyncio.wait([job])
+            if not job.cancelled():
+                job.exception()  # seen here; the page that needed it has already failed
 
 
 @contextlib.asynccontextmanager

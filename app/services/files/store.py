@@ -1,7 +1,10 @@
 """One interface for a file's bytes, two places to keep them.
 
-    ByteStore            create · prepare · receive (append durably) · finish · discard · abandon · stat
-                         read_range · sha256 · delete · forget
+    ByteStore            uploads:  create · prepare · receive (append durably) · finish · discard
+                                   abandon · settled
+                         reading:  stat · read_range · presigned_url · sha256
+                         tasks' files (exports, rejects): open_result → ResultWriter (results.py)
+                         removing: delete · purge
       LocalStore         storage/files/<id> through aiofiles and writer.py (fsync rules there)
       S3Store            s3://bucket/prefix/files/<id> (app/services/files/s3store.py)
 
@@ -9,8 +12,9 @@
 upload keeps what the store needs to continue it in its row (``File.multipart``: None on the
 local directory), so any replica can pick up an upload another one began.
 
-Export results and reject files are still written by their tasks to the local directory:
-:func:`store_for` sends those rows to the local store whatever the setting.
+Every file lives in that one store, whatever made it: uploads, export results and reject
+files alike (the latter two written by their tasks through a resumable ResultWriter, its
+state in the task's checkpoint).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from app.errors import NotFound
 from app.metrics import BYTES_DOWNLOADED
 from app.models import File
 from app.services.files import writer
-from app.services.files.catalog import FileOrigin
+from app.services.files.results import Mark, ResultWriter, open_local_result
 from app.services.files.storage import file_path
 
 READ_BYTES = 1 << 20
@@ -115,6 +119,16 @@ class ByteStore(Protocol):
         """Remove the bytes of a file in any state (an unfinished upload's pieces too)."""
         ...
 
+    async def open_result(self, file_id: str, mark: Mark | None) -> ResultWriter:
+        """A file a task writes, continued from its checkpoint's ``mark`` (None: a new one).
+        Raises ResultLost when the store no longer holds what the mark names."""
+        ...
+
+    async def purge(self, file_id: str) -> None:
+        """Remove everything stored under the file's name, whether a row names it or not
+        (a task's file on cancel or failure: pieces a killed run left too)."""
+        ...
+
 
 class LocalStore:
     """Today's storage: storage/files/<id>, written by writer.py, read with aiofiles."""
@@ -194,6 +208,12 @@ class LocalStore:
     async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
         await asyncio.to_thread(file_path(self.settings, file_id).unlink, missing_ok=True)
 
+    async def open_result(self, file_id: str, mark: Mark | None) -> ResultWriter:
+        return await open_local_result(file_path(self.settings, file_id), mark)
+
+    async def purge(self, file_id: str) -> None:
+        await self.delete(file_id, None)
+
 
 def _hash_file(path: Any) -> str:
     digest = hashlib.sha256()
@@ -222,13 +242,6 @@ async def read_ahead(read: Any, remaining: int) -> AsyncIterator[bytes]:
         if pending is not None:  # the client went away mid-read: let the read finish before closing
             with contextlib.suppress(Exception):
                 await pending
-
-
-def store_for(store: ByteStore, settings: Settings, origin: str) -> ByteStore:
-    """Uploads live in the configured store; files tasks write (exports, rejects) stay local for now."""
-    if origin == FileOrigin.UPLOAD or store.local:
-        return store
-    return LocalStore(settings)
 
 
 def missing(file_id: str) -> NotFound:

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.db import Database
 from app.models import File, new_id, utcnow
 from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING
-from app.services.files.store import ByteStore, store_for
+from app.services.files.store import ByteStore
 
 logger = logging.getLogger("tsm.uploads")
 
@@ -73,7 +73,7 @@ async def sweep_expired(database: Database, settings: Settings, store: ByteStore
         )
     for row in doomed:
         try:  # an unfinished upload on S3: its multipart upload is aborted, its tail deleted
-            await store_for(store, settings, row.origin).delete(row.id, row.multipart)
+            await store.delete(row.id, row.multipart)
         except Exception:
             logger.warning("could not remove the bytes of file %s", row.id, exc_info=True)
     if not doomed:

@@ -48,7 +48,7 @@ from app.errors import (
 from app.models import File, new_id, utcnow
 from app.services.files import writer
 from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
-from app.services.files.store import ByteStore, store_for
+from app.services.files.store import ByteStore
 from app.services.files.sweeper import compute_sha256_later
 from app.services.owners.keys import Principal
 from app.services.owners.limits import check_open_uploads, check_storage, hold_quota
@@ -434,4 +434,4 @@ async def terminate(
         await session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult; execute() is typed as the base Result
         raise Locked("a PATCH is writing to this upload right now; try again when it has finished")
-    await store_for(store, settings, row.origin).delete(row.id, row.multipart)
+    await store.delete(row.id, row.multipart)
