@@ -43,13 +43,12 @@ from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportChe
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
+from app.services.csv_import.rejects import Rejects, remove_rejects
 from app.services.csv_import.source import (
     BatchReader,
     RecordError,
-    Rejects,
     fingerprint,
     make_plan,
-    remove_rejects,
     resolve_source,
 )
 from app.services.owners.keys import Principal

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, cast
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from app.services.csv_import.source import Batch, Rejects, SourceFingerprint
+    from app.services.csv_import.rejects import Rejects
+    from app.services.csv_import.source import Batch, SourceFingerprint
     from app.services.runtime.context import Work
 
 # The checkpoint's layout version; a run that finds another one starts over.

@@ -33,8 +33,9 @@ from app.metrics import ROWS_IMPORTED
 from app.services.csv_import import scan as csv_scan
 from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import Commit, ImportCheckpoint, advance
+from app.services.csv_import.rejects import Rejects
 from app.services.csv_import.scan import CsvError
-from app.services.csv_import.source import Batch, Rejects, decode
+from app.services.csv_import.source import Batch, decode
 from app.services.owners.namespaces import quote as q
 from app.services.runtime.context import TaskContext, Work
 

@@ -1,4 +1,4 @@
-"""The import's input and its by-products: the source file, its batches, its reject file.
+"""The import's input: the source file and its batches (the reject file: rejects.py).
 
 Reading a source::
 
@@ -13,22 +13,19 @@ Reading a source::
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 import os
 import stat
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypedDict
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict, NotFound, Unprocessable
-from app.models import File, utcnow
+from app.models import File
 from app.services.csv_import import dialect as dialect_module
 from app.services.csv_import import scan as csv_scan
 from app.services.csv_import.dialect import Dialect
@@ -44,7 +41,6 @@ SAMPLE_BYTES = 1024 * 1024
 DEFAULT_SAMPLE_RECORDS = 20_000
 HEAD_SAMPLE_CAP = 16 * 1024 * 1024  # bytes per sample region, whatever the records' size
 SUB_CHUNK_BYTES = 256 * 1024
-REJECTS_NAMESPACE = uuid.UUID("5b0f4f64-3c57-4d3e-9a43-3c1a4f0e7a11")
 
 
 # -- where the bytes are ------------------------------------------------------------------
@@ -390,103 +386,3 @@ class RecordError(Exception):
     def __init__(self, message: str, lines: int) -> None:
         self.message, self.lines = message, lines
         super().__init__(message)
-
-
-# -- rejects ------------------------------------------------------------------------------
-
-
-class Rejects:
-    """The reject CSV (line, column, error, raw record): a ``files`` row of origin "rejects", id derived
-    from the task id so a resumed run finds it again; truncated back to the checkpoint's size."""
-
-    def __init__(self, settings: Settings, task_id: str, owner: str, table: str, size: int) -> None:
-        self.file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
-        self.path = file_path(settings, self.file_id)
-        self.owner, self.task_id, self.table = owner, task_id, table
-        self.size = size
-        self.pending: list[bytes] = []
-        self.counted = 0  # records rejected since the last flush
-        self.row_known = False
-        if size == 0:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists():
-            with self.path.open("r+b") as handle:
-                handle.truncate(size)
-
-    def add(self, line: int, column: str | None, reason: str, record: str) -> None:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        if self.size == 0 and not self.pending:
-            writer.writerow(["line", "column", "error", "record"])
-        writer.writerow([line, column or "", reason, record.rstrip("\r\n")])
-        self.pending.append(out.getvalue().encode())
-        self.counted += 1
-
-    def reset(self) -> None:
-        """Start the reject file over (the import restarts from the first record)."""
-        self.discard()
-        self.size = 0
-        self.row_known = False
-        self.path.unlink(missing_ok=True)
-
-    def flush(self) -> int:
-        """Write what is pending to disk (durably: the checkpoint will count these bytes)."""
-        if self.pending:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab") as handle:
-                for piece in self.pending:
-                    handle.write(piece)
-                handle.flush()
-                os.fsync(handle.fileno())
-                self.size = handle.tell()
-            self.pending.clear()
-        return self.size
-
-    def discard(self) -> None:
-        self.pending.clear()
-        self.counted = 0
-
-    async def ensure_row(self, conn: AsyncConnection) -> None:
-        if self.size == 0 or self.row_known:
-            return
-        found = (await conn.execute(select(File.id).where(File.id == self.file_id))).first()
-        if found is None:
-            now = utcnow()
-            await conn.execute(
-                insert(File).values(
-                    id=self.file_id,
-                    owner=self.owner,
-                    origin="rejects",
-                    filename=f"{self.table}-rejects.csv",
-                    content_type="text/csv",
-                    metadata_={},
-                    state="writing",
-                    offset=0,
-                    task_id=self.task_id,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        self.row_known = True
-
-    async def complete(self, conn: AsyncConnection) -> None:
-        if self.size == 0:
-            return
-        await self.ensure_row(conn)
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        now = utcnow()
-        await conn.execute(
-            update(File)
-            .where(File.id == self.file_id)
-            .values(
-                state="complete", length=self.size, offset=self.size, sha256=digest, completed_at=now, updated_at=now
-            )
-        )
-
-
-async def remove_rejects(conn: AsyncConnection, settings: Settings, task_id: str) -> None:
-    file_id = str(uuid.uuid5(REJECTS_NAMESPACE, task_id))
-    from sqlalchemy import delete
-
-    await conn.execute(delete(File).where(File.id == file_id))
-    file_path(settings, file_id).unlink(missing_ok=True)
