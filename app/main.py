@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await upgrade(database.engine)
         load_kinds(settings.kind_modules)
         bus = EventBus()
-        engine = TaskEngine(database, settings, bus)
+        store = await stack.enter_async_context(open_store(settings))
+        app.state.store = store
+        engine = TaskEngine(database, settings, bus, store)
         app.state.settings = settings
         app.state.database = database
         app.state.bus = bus
@@ -74,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if database.is_postgres:
             listener = PgListener(asyncpg_dsn(settings.effective_database_url), engine.on_notification)
             listener.start()
-        store = await stack.enter_async_context(open_store(settings))
-        app.state.store = store
         await engine.start()
         await reconcile_uploads(database, settings, store)  # offsets never ahead of the stored bytes
         sweeper = UploadSweeper(database, settings, store)

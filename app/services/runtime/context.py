@@ -1,6 +1,6 @@
 """What a running task sees: its :class:`TaskContext`, the whole API a kind is given.
 
-    a kind may use           settings, session() / begin(), is_postgres / dialect / database_url,
+    a kind may use           settings, store, session() / begin(), is_postgres / dialect / database_url,
                              progress(), checkpoint(), stop_requested / stop_event, task_id,
                              kind, owner, attempts / max_attempts, checkpoint_state
     the runtime uses         lease, progress_dirty, progress_values()
@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -30,6 +30,9 @@ from app.metrics import CHECKPOINT_SECONDS
 from app.models import Task, utcnow
 from app.services.runtime import leases
 from app.services.runtime.bus import EventBus
+
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
 
 Work = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -55,6 +58,7 @@ class RuntimeDeps:
     bus: EventBus
     settings: Settings
     is_shutting_down: Callable[[], bool]
+    store: ByteStore | None = None  # where files' bytes live (None: the local directory)
 
 
 class TaskContext:
@@ -80,6 +84,15 @@ class TaskContext:
     def settings(self) -> Settings:
         """The service's settings (``storage_dir`` among them: where files live)."""
         return self._deps.settings
+
+    @property
+    def store(self) -> ByteStore:
+        """The ByteStore files live in (``TSM_STORAGE_URL``): where a kind writes its results."""
+        if self._deps.store is None:
+            from app.services.files.store import LocalStore  # an engine made without the app's store
+
+            return LocalStore(self._deps.settings)
+        return self._deps.store
 
     @property
     def dialect(self) -> str:

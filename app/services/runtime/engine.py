@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.db import Database
@@ -32,6 +32,9 @@ from app.services.runtime.events import record_event
 from app.services.runtime.kinds import TaskKind, registry
 from app.services.runtime.upkeep import Upkeep
 
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
+
 logger = logging.getLogger("tsm.engine")
 
 MAX_SETTLE_ROUNDS = 5
@@ -39,7 +42,7 @@ STOP_TIMEOUT = 5.0
 
 
 class TaskEngine:
-    def __init__(self, database: Database, settings: Settings, bus: EventBus) -> None:
+    def __init__(self, database: Database, settings: Settings, bus: EventBus, store: ByteStore | None = None) -> None:
         self.database = database
         self.settings = settings
         self.bus = bus
@@ -50,7 +53,7 @@ class TaskEngine:
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.max_concurrent_tasks)
         self._cleanups: set[asyncio.Task[None]] = set()
-        self.deps = RuntimeDeps(database, bus, settings, is_shutting_down=lambda: self.shutting_down)
+        self.deps = RuntimeDeps(database, bus, settings, is_shutting_down=lambda: self.shutting_down, store=store)
         self.upkeep = Upkeep(self.deps, self.running, self.wake)
 
     # -- lifecycle ----------------------------------------------------------------------
