@@ -101,7 +101,7 @@ async def test_modes(env: ImportEnv):
     # append into a table that does not exist yet creates it
     assert (await env.run(**a, table="fresh", mode="append"))["state"] == "succeeded"
     c = await env.source("c.csv", b"id,other\n9,z\n")
-    wrong = await env.client.post("/tasks", json={"kind": "import_csv", "params": {**c, "table": "m", "mode": "append"}})
+    wrong = await start(env.client, **c, table="m", mode="append")
     assert wrong.status_code == 422 and "other" in wrong.json()["detail"], wrong.text
     assert sorted(await env.tables()) == ["fresh", "m"]
 
