@@ -9,22 +9,24 @@
                                    the sampler and the batch reader run in worker threads
 
 An object reader lives in a worker thread but the S3 client lives on the event loop, so each
-read is handed to the loop (``run_coroutine_threadsafe``) and the thread waits for its bytes.
-A read of ``n`` bytes is ``n`` bytes of ranged GETs, PIECE_BYTES each, up to PIECES_IN_FLIGHT
-at once, each streamed by ``ByteStore.read_range`` with its own read-ahead. Nothing is
-buffered past the read: memory stays one batch, as on disk. The batch-level read-ahead is
-the import's own (kind.py reads batch N+1 while batch N loads), which on S3 means batch
-N+1's GETs are in flight while batch N is written.
+read is handed to the loop (``run_coroutine_threadsafe``) and the thread waits for its bytes,
+which come from ranged GETs streamed by ``ByteStore.read_range``.
+
+    samples, fingerprint   each read is its own GETs (PIECE_BYTES each, PIECES_IN_FLIGHT at once)
+    batches (ahead=N)      a window of GETs runs N bytes (one batch) past the last read, so
+                           while batch N is written, batch N+1's bytes are already arriving;
+                           chunks behind the cursor are dropped: memory stays about two batches
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, TypeVar
 
 from app.errors import NotFound
 
@@ -35,7 +37,8 @@ T = TypeVar("T")
 MISSING = ("404", "NoSuchKey", "NotFound")
 
 PIECE_BYTES = 8 << 20  # one ranged GET
-PIECES_IN_FLIGHT = 4  # GETs of one read at once: a 32 MiB batch in four parallel requests
+PIECES_IN_FLIGHT = 2  # GETs of one read at once (more only adds CPU on a loaded host)
+MIN_CHUNK_BYTES = 64 << 10  # the read-ahead window's smallest GET (tiny test batches)
 READ_SECONDS = 300.0  # a read the loop never answers (it is shutting down) must not hang the thread
 
 
@@ -59,8 +62,9 @@ class SourceReader(Protocol):
 class Source(Protocol):
     """What resolve_source() returns: where an import's bytes are, not yet open."""
 
-    def open(self) -> SourceReader:
-        """Blocking: call it in a worker thread (an object store's stat goes through the loop)."""
+    def open(self, ahead: int = 0) -> SourceReader:
+        """Blocking: call it in a worker thread (an object store's stat goes through the loop).
+        ``ahead``: the reader will read on sequentially, so fetch that many bytes in advance."""
         ...
 
 
@@ -81,8 +85,8 @@ class LocalSource:
 
     path: Path
 
-    def open(self) -> SourceReader:
-        return LocalReader(self.path)
+    def open(self, ahead: int = 0) -> SourceReader:
+        return LocalReader(self.path)  # the kernel reads ahead
 
 
 class LocalReader(_Closing):
@@ -111,20 +115,28 @@ class StoreSource:
     file_id: str
     loop: asyncio.AbstractEventLoop  # the one the store's client lives on
 
-    def open(self) -> SourceReader:
-        return StoreReader(self)
+    def open(self, ahead: int = 0) -> SourceReader:
+        return StoreReader(self, ahead)
 
 
 class StoreReader(_Closing):
-    """Ranged GETs at a cursor, like reading a file; size and mtime from the store's stat."""
+    """Ranged GETs at a cursor, like reading a file; size and mtime from the store's stat.
 
-    def __init__(self, source: StoreSource) -> None:
+    With ``ahead`` (a sequential reader: the batches) the bytes after each read are fetched
+    before they are asked for: a window of CHUNK-sized GETs runs up to ``ahead`` bytes past the
+    end of the last read, and chunks behind the cursor are dropped. A read elsewhere (a resume
+    that seeks) starts the window over. Without it, each read is its own GETs (the samples)."""
+
+    def __init__(self, source: StoreSource, ahead: int = 0) -> None:
         self.source = source
-        found = self._wait(source.store.stat(source.file_id))
+        found = self._wait(asyncio.run_coroutine_threadsafe(source.store.stat(source.file_id), source.loop))
         if found is None:
             raise NotFound(f"the bytes of file {source.file_id} are gone")
         self.size, self.mtime_ns = found.size, found.mtime_ns
         self.position = 0
+        self.ahead = ahead
+        self.chunk = min(PIECE_BYTES, max(MIN_CHUNK_BYTES, ahead // 4))
+        self.window: deque[tuple[int, int, Future[bytes]]] = deque()  # (first, end, bytes), in order
 
     def seek(self, offset: int) -> int:
         self.position = offset
@@ -132,23 +144,47 @@ class StoreReader(_Closing):
 
     def read(self, size: int) -> bytes:
         first = self.position
-        last = min(first + size, self.size) - 1
-        if size <= 0 or last < first:
+        end = min(first + size, self.size)
+        if size <= 0 or end <= first:
             return b""
-        data = self._wait(fetch(self.source.store, self.source.file_id, first, last))
+        data = self._from_window(first, end) if self.ahead else self._wait(self._fetch(first, end))
         self.position += len(data)
         return data
 
-    def close(self) -> None:
-        return None  # each GET's body is closed when it is read
+    def _fetch(self, first: int, end: int) -> Future[bytes]:
+        work = fetch(self.source.store, self.source.file_id, first, end - 1)
+        return asyncio.run_coroutine_threadsafe(work, self.source.loop)
 
-    def _wait(self, work: Coroutine[Any, Any, T]) -> T:
+    def _from_window(self, first: int, end: int) -> bytes:
+        while self.window and self.window[0][1] <= first:  # behind the cursor: never read again
+            self.window.popleft()[2].cancel()
+        if not self.window or self.window[0][0] > first:
+            self.close()  # not where the window is: start it over here
+        following = self.window[-1][1] if self.window else first
+        while following < min(end + self.ahead, self.size):  # keep ``ahead`` bytes in flight
+            stop = min(following + self.chunk, self.size)
+            self.window.append((following, stop, self._fetch(following, stop)))
+            following = stop
+        pieces = []
+        for start, _, future in self.window:
+            if start >= end:
+                break
+            data = self._wait(future)
+            pieces.append(data[max(0, first - start) : end - start])
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        while self.window:
+            self.window.popleft()[2].cancel()
+
+    def _wait(self, future: Future[T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError  # the s3 extra: there is an S3 store
 
         if _on_loop(self.source.loop):
+            future.cancel()
             raise RuntimeError("a blocking object-store read on the event loop would never finish")
         try:
-            return asyncio.run_coroutine_threadsafe(work, self.source.loop).result(READ_SECONDS)
+            return future.result(READ_SECONDS)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
             if code in MISSING:

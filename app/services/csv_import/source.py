@@ -355,7 +355,7 @@ class BatchReader:
         if offset >= self.end:
             return None
         if self.opened is None:
-            self.opened = self.source.open()
+            self.opened = self.source.open(ahead=self.batch_bytes)
         handle = self.opened
         handle.seek(offset)
         want = min(size or self.batch_bytes, self.end - offset)
