@@ -62,7 +62,7 @@ from app.services.runtime.context import TaskContext, Work
 from app.services.runtime.kinds import TaskKind, task_kind
 
 if TYPE_CHECKING:
-    pass
+    from app.services.files.store import ByteStore
 
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
@@ -92,9 +92,19 @@ class ImportCsv(TaskKind[ImportParams]):
     async def prepare(
         self, params: ImportParams, principal: Principal, session: AsyncSession, settings: Settings
     ) -> None:
+        await self.prepare_with_store(params, principal, session, settings, None)
+
+    async def prepare_with_store(
+        self,
+        params: ImportParams,
+        principal: Principal,
+        session: AsyncSession,
+        settings: Settings,
+        store: ByteStore | None,
+    ) -> None:
         plan = None  # a dry run before the upload has no file yet: the table is what it can check
         if params.file_id is not None or params.path is not None:
-            plan = await self._first_record(params, principal, session, settings)
+            plan = await self._first_record(params, principal, session, settings, store)
         target = await target_columns(session, settings, principal.owner, params.table)
         if target is not None and params.mode == "create":
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
@@ -105,13 +115,17 @@ class ImportCsv(TaskKind[ImportParams]):
                 raise Unprocessable(f"cannot append to {params.table!r}: {exc}") from None
 
     async def _first_record(
-        self, params: ImportParams, principal: Principal, session: AsyncSession, settings: Settings
+        self,
+        params: ImportParams,
+        principal: Principal,
+        session: AsyncSession,
+        settings: Settings,
+        store: ByteStore | None,
     ) -> Plan:
-        """The file's names from a tiny sample. prepare() is given no store: for an upload on
-        S3 it opens a client of its own for the few ranged reads."""
+        """The file's names from a tiny sample, read from ``store``. Called without one (plain
+        prepare()) on a service whose uploads are on S3, it opens a client of its own."""
         async with contextlib.AsyncExitStack() as stack:
-            store = None
-            if params.file_id is not None and settings.storage_url:
+            if store is None and params.file_id is not None and settings.storage_url:
                 store = await stack.enter_async_context(open_store(settings))
             source = await resolve_source(session, settings, principal, params.file_id, params.path, store)
             try:

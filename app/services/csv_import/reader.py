@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, Self, TypeVar
 from app.errors import NotFound
 
 if TYPE_CHECKING:
-    from app.services.files.store import ByteStore
+    from app.services.files.store import ByteStore, Stat
 
 T = TypeVar("T")
 MISSING = ("404", "NoSuchKey", "NotFound")
@@ -114,6 +114,7 @@ class StoreSource:
     store: ByteStore
     file_id: str
     loop: asyncio.AbstractEventLoop  # the one the store's client lives on
+    stat: Stat  # as resolve_source() found it, just before: readers need not ask again
 
     def open(self, ahead: int = 0) -> SourceReader:
         return StoreReader(self, ahead)
@@ -129,10 +130,7 @@ class StoreReader(_Closing):
 
     def __init__(self, source: StoreSource, ahead: int = 0) -> None:
         self.source = source
-        found = self._wait(asyncio.run_coroutine_threadsafe(source.store.stat(source.file_id), source.loop))
-        if found is None:
-            raise NotFound(f"the bytes of file {source.file_id} are gone")
-        self.size, self.mtime_ns = found.size, found.mtime_ns
+        self.size, self.mtime_ns = source.stat.size, source.stat.mtime_ns
         self.position = 0
         self.ahead = ahead
         self.chunk = min(PIECE_BYTES, max(MIN_CHUNK_BYTES, ahead // 4))

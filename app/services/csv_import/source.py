@@ -109,9 +109,9 @@ async def resolve_source(
     if row.state != "complete":
         raise Conflict(f"file {file_id} is still {row.state}; import it once it is complete", file_state=row.state)
     if store is not None and not store.local:
-        if await store.stat(file_id) is None:
+        if (found := await store.stat(file_id)) is None:
             raise NotFound(f"the bytes of file {file_id} are gone")
-        return StoreSource(store, file_id, asyncio.get_running_loop())
+        return StoreSource(store, file_id, asyncio.get_running_loop(), found)
     if not location.is_file():
         raise NotFound(f"the bytes of file {file_id} are gone")
     return LocalSource(location)
