@@ -67,6 +67,13 @@ def store(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def store_overrides(store: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for the ``store`` a test runs on, for fixtures that make their own settings
+    (sync, like ``settings``: the S3 server starts outside any event loop)."""
+    return store_settings(request.getfixturevalue("s3_server")) if store == "s3" else {}
+
+
+@pytest.fixture
 def settings(db_url: str, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> Settings:
     if store == "s3":
         server: S3Server = request.getfixturevalue("s3_server")

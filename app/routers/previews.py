@@ -67,4 +67,5 @@ async def preview(
     except ValidationError as exc:
         raise Unprocessable("; ".join(str(e["msg"]) for e in exc.errors())) from None
     settings = request.app.state.settings
-    return CsvPreview(**await preview_csv(session, settings, principal, params, rows))
+    store = request.app.state.store
+    return CsvPreview(**await preview_csv(session, settings, principal, params, rows, store))

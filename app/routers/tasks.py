@@ -140,7 +140,7 @@ async def create_task(
 ) -> Any:
     """Start a task of a registered kind; it is queued and picked up by a runner (or, with `dry_run`, only checked)."""
     if creation.dry_run:
-        check = await service.check_task(session, engine.settings, principal, creation.body)
+        check = await service.check_task(session, engine.settings, principal, creation.body, engine.deps.store)
         return JSONResponse(check.model_dump(mode="json"), status_code=200)
     task = await service.create_task(session, engine, principal, creation.body)
     return TaskRead.from_task(task)

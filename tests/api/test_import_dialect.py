@@ -1,20 +1,22 @@
 """import_csv on both databases: a sniffed dialect, types from a spread sample that widen when a
-later value does not fit, and the reject limit (max_errors)."""
+later value does not fit, and the reject limit (max_errors). Sniffing, sampling and the preview
+also run on S3 (BOTH_STORES: the source is an upload in the bucket, read with ranged GETs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers.imports import ImportEnv, import_env
+from tests.helpers.imports import BOTH_STORES, ImportEnv, import_env
 
 __all__ = ["import_env"]  # the `env` fixture
 
 pytestmark = pytest.mark.asyncio
 
 
+@BOTH_STORES
 async def test_semicolon_file_imports_with_no_options(env: ImportEnv):
-    env.put("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n")
-    task = await env.run(path="incoming/semi.csv", table="semi")
+    source = await env.source("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n")
+    task = await env.run(**source, table="semi")
     assert task["state"] == "succeeded", task
     result = task["result"]
     assert result["dialect"] == {"delimiter": ";", "quote": '"', "header": True}
@@ -67,18 +69,20 @@ def numbers(count: int, odd: dict[int, str]) -> bytes:
     return b"id,v\n" + "".join(f"{i},{odd.get(i, i)}\n" for i in range(1, count + 1)).encode()
 
 
+@BOTH_STORES
 async def test_types_come_from_head_middle_and_tail(env: ImportEnv):
-    env.put("tail.csv", numbers(6000, {6000: "x"}))
-    task = await env.run(path="incoming/tail.csv", table="tail", sample_records=300, timeout=60)
+    source = await env.source("tail.csv", numbers(6000, {6000: "x"}))
+    task = await env.run(**source, table="tail", sample_records=300, timeout=60)
     assert task["state"] == "succeeded", task
     assert {c["name"]: c["type"] for c in task["result"]["columns"]} == {"id": "bigint", "v": "text"}
     assert task["result"]["fallbacks"] == []  # found by the sample: no restart needed
 
 
+@BOTH_STORES
 @pytest.mark.parametrize(("value", "widened"), [("2.5", "numeric"), ("abc", "text")])
 async def test_a_later_misfit_widens_the_column_not_fails(env: ImportEnv, value, widened):
-    env.put("late.csv", numbers(6000, {1500: value}))  # outside the head, middle and tail samples
-    task = await env.run(path="incoming/late.csv", table="late", sample_records=300, timeout=60)
+    source = await env.source("late.csv", numbers(6000, {1500: value}))  # outside the three samples
+    task = await env.run(**source, table="late", sample_records=300, timeout=60)
     assert task["state"] == "succeeded", task
     result = task["result"]
     assert {c["name"]: c["type"] for c in result["columns"]} == {"id": "bigint", "v": widened}
@@ -132,9 +136,10 @@ async def test_max_errors_needs_skip(env: ImportEnv):
         assert response.status_code == 422 and fragment in response.text, response.text
 
 
+@BOTH_STORES
 async def test_preview_shows_the_file_as_an_import_would_read_it(env: ImportEnv):
-    env.put("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n3;;4\n")
-    response = await env.client.get("/previews/csv", params={"path": "incoming/semi.csv", "rows": 2})
+    source = await env.source("semi.csv", b"id;name;price\n1;a, b;1,5\n2;c;2\n3;;4\n")
+    response = await env.client.get("/previews/csv", params={**source, "rows": 2})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["dialect"] == {"delimiter": ";", "quote": '"', "header": True}
@@ -144,7 +149,7 @@ async def test_preview_shows_the_file_as_an_import_would_read_it(env: ImportEnv)
         {"name": "price", "type": "text"},
     ]
     assert body["rows"] == [["1", "a, b", "1,5"], ["2", "c", "2"]]
-    explicit = await env.client.get("/previews/csv", params={"path": "incoming/semi.csv", "header": "false"})
+    explicit = await env.client.get("/previews/csv", params={**source, "header": "false"})
     assert explicit.json()["rows"][0] == ["id", "name", "price"]  # explicit options win
     assert await env.tables() == []  # nothing imported
 
@@ -157,3 +162,17 @@ async def test_preview_errors_are_clear(env: ImportEnv):
     assert bad.status_code == 422 and "must differ" in bad.text, bad.text
     neither = await env.client.get("/previews/csv")
     assert neither.status_code == 422 and "file_id" in neither.text, neither.text
+
+
+@BOTH_STORES
+async def test_preview_of_a_large_upload_samples_its_middle_and_tail(env: ImportEnv):
+    """Several MiB: on S3 the head, the middle and the tail are ranged GETs of their own."""
+    content = numbers(400_000, {200_000: "2.5", 399_999: "n/a"})
+    file_id = await env.upload(content)
+    response = await env.client.get("/previews/csv", params={"file_id": file_id, "rows": 3, "sample_records": 3000})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["columns"] == [{"name": "id", "type": "bigint"}, {"name": "v", "type": "text"}]
+    assert body["rows"] == [["1", "1"], ["2", "2"], ["3", "3"]]
+    gone = await env.client.get("/previews/csv", params={"file_id": "00000000-0000-0000-0000-000000000000"})
+    assert gone.status_code == 404, gone.text

@@ -1,4 +1,8 @@
-"""import_csv on both databases: exact contents, types, modes, errors, rejects, names, params."""
+"""import_csv on both databases: exact contents, types, modes, errors, rejects, names, params.
+
+The main cases run on both byte stores (BOTH_STORES): on S3 their source is an upload in the
+bucket (``env.source``), read with ranged GETs; ``path=`` cases stay local (paths are local only).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 
 import pytest
 
-from tests.helpers.imports import ImportEnv, import_env, nasty_csv, start, write_csv
+from tests.helpers.imports import BOTH_STORES, ImportEnv, import_env, nasty_csv, start, write_csv
 
 __all__ = ["import_env"]  # the `env` fixture
 
@@ -20,9 +24,10 @@ NASTY_ROWS = [
 ]
 
 
+@BOTH_STORES
 async def test_nasty_csv_exact_text(env: ImportEnv):
-    env.put("nasty.csv", nasty_csv())
-    task = await env.run(path="incoming/nasty.csv", table="nasty", infer_types=False)
+    source = await env.source("nasty.csv", nasty_csv())
+    task = await env.run(**source, table="nasty", infer_types=False)
     assert task["state"] == "succeeded", task
     assert task["result"]["rows"] == 4
     assert [c["name"] for c in task["result"]["columns"]] == ["id", "name", "note", "amount", "flag", "day", "at"]
@@ -30,9 +35,10 @@ async def test_nasty_csv_exact_text(env: ImportEnv):
     assert await env.tables() == ["nasty"]  # no staging table left behind
 
 
+@BOTH_STORES
 async def test_type_inference(env: ImportEnv):
-    env.put("nasty.csv", nasty_csv())
-    task = await env.run(path="incoming/nasty.csv", table="typed")
+    source = await env.source("nasty.csv", nasty_csv())
+    task = await env.run(**source, table="typed")
     assert task["state"] == "succeeded", task
     types = {c["name"]: c["type"] for c in task["result"]["columns"]}
     assert types == {
@@ -51,10 +57,11 @@ async def test_type_inference(env: ImportEnv):
     assert rows[3][6] == "1999-12-31 00:00:00.5" or rows[3][6].startswith("1999-12-31 00:00:00.5")
 
 
+@BOTH_STORES
 async def test_explicit_columns_and_options(env: ImportEnv):
-    env.put("semi.csv", b"5;'a;b';NULL\n6;'it''s';x\n")
+    source = await env.source("semi.csv", b"5;'a;b';NULL\n6;'it''s';x\n")
     params = {
-        "path": "incoming/semi.csv",
+        **source,
         "table": "semi",
         "header": False,
         "delimiter": ";",
@@ -69,36 +76,37 @@ async def test_explicit_columns_and_options(env: ImportEnv):
     assert await env.rows("semi", cast=True) == [("5", "a;b", None), ("6", "it's", "x")]
 
 
+@BOTH_STORES
 async def test_latin1_and_quoted_null_string(env: ImportEnv):
-    env.put("latin.csv", 'k,v\n1,"NULL"\n2,NULL\n3,caf\xe9\n'.encode("latin-1"))
-    task = await env.run(path="incoming/latin.csv", table="latin", encoding="latin-1", null="NULL", infer_types=False)
+    source = await env.source("latin.csv", 'k,v\n1,"NULL"\n2,NULL\n3,caf\xe9\n'.encode("latin-1"))
+    task = await env.run(**source, table="latin", encoding="latin-1", null="NULL", infer_types=False)
     assert task["state"] == "succeeded", task
     assert await env.rows("latin") == [("1", "NULL"), ("2", None), ("3", "café")]
 
 
+@BOTH_STORES
 async def test_modes(env: ImportEnv):
-    env.put("a.csv", b"id,v\n1,a\n2,b\n")
-    env.put("b.csv", b"v,id\nc,3\n")
-    assert (await env.run(path="incoming/a.csv", table="m"))["state"] == "succeeded"
-    again = await start(env.client, path="incoming/a.csv", table="m")
+    a = await env.source("a.csv", b"id,v\n1,a\n2,b\n")
+    b = await env.source("b.csv", b"v,id\nc,3\n")
+    assert (await env.run(**a, table="m"))["state"] == "succeeded"
+    again = await start(env.client, **a, table="m")
     assert again.status_code == 409, again.text
     assert "already exists" in again.json()["detail"]
     # append matches columns by name, whatever their order in the file
-    assert (await env.run(path="incoming/b.csv", table="m", mode="append"))["state"] == "succeeded"
+    assert (await env.run(**b, table="m", mode="append"))["state"] == "succeeded"
     assert await env.rows("m", cast=True) == [("1", "a"), ("2", "b"), ("3", "c")]
-    replaced = await env.run(path="incoming/b.csv", table="m", mode="replace")
+    replaced = await env.run(**b, table="m", mode="replace")
     assert replaced["state"] == "succeeded"
     assert await env.rows("m", cast=True) == [("c", "3")]
     # append into a table that does not exist yet creates it
-    assert (await env.run(path="incoming/a.csv", table="fresh", mode="append"))["state"] == "succeeded"
-    env.put("c.csv", b"id,other\n9,z\n")
-    wrong = await env.client.post(
-        "/tasks", json={"kind": "import_csv", "params": {"path": "incoming/c.csv", "table": "m", "mode": "append"}}
-    )
+    assert (await env.run(**a, table="fresh", mode="append"))["state"] == "succeeded"
+    c = await env.source("c.csv", b"id,other\n9,z\n")
+    wrong = await start(env.client, **c, table="m", mode="append")
     assert wrong.status_code == 422 and "other" in wrong.json()["detail"], wrong.text
     assert sorted(await env.tables()) == ["fresh", "m"]
 
 
+@BOTH_STORES
 async def test_file_id_source_and_upload_state(env: ImportEnv):
     file_id = await env.file_row(b"x,y\n1,2\n", state="complete")
     task = await env.run(file_id=file_id, table="from_upload")
@@ -149,6 +157,7 @@ async def test_bad_params_are_clear_4xx(env: ImportEnv, tmp_path, params, fragme
     assert fragment in response.json()["detail"], response.json()
 
 
+@BOTH_STORES
 @pytest.mark.parametrize(
     ("content", "status", "fragment"),
     [
@@ -159,12 +168,13 @@ async def test_bad_params_are_clear_4xx(env: ImportEnv, tmp_path, params, fragme
     ],
 )
 async def test_unreadable_files_rejected_at_creation(env: ImportEnv, content, status, fragment):
-    env.put("bad.csv", content)
-    response = await start(env.client, path="incoming/bad.csv", table="bad")
+    source = await env.source("bad.csv", content)
+    response = await start(env.client, **source, table="bad")
     assert response.status_code == status, response.text
     assert fragment in response.json()["detail"]
 
 
+@BOTH_STORES
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
@@ -176,9 +186,9 @@ async def test_unreadable_files_rejected_at_creation(env: ImportEnv, content, st
     ],
 )
 async def test_malformed_rows_fail_with_line_and_leave_nothing(env: ImportEnv, content, fragment):
-    env.put("bad.csv", content)
+    source = await env.source("bad.csv", content)
     columns = [{"name": "a", "type": "bigint"}, {"name": "b"}] if b"x,9" in content else None
-    params = {"path": "incoming/bad.csv", "table": "bad", "columns": columns}
+    params = {**source, "table": "bad", "columns": columns}
     task = await env.run(**{k: v for k, v in params.items() if v is not None})
     assert task["state"] == "failed", task
     assert task["attempts"] == 1  # a data error is not retried
@@ -186,19 +196,21 @@ async def test_malformed_rows_fail_with_line_and_leave_nothing(env: ImportEnv, c
     assert await env.tables() == []
 
 
+@BOTH_STORES
 async def test_header_only_makes_an_empty_table(env: ImportEnv):
-    env.put("head.csv", b"\xef\xbb\xbfalpha,beta\r\n")
-    task = await env.run(path="incoming/head.csv", table="empty_one")
+    source = await env.source("head.csv", b"\xef\xbb\xbfalpha,beta\r\n")
+    task = await env.run(**source, table="empty_one")
     assert task["state"] == "succeeded", task
     assert task["result"]["rows"] == 0
     assert [c["name"] for c in task["result"]["columns"]] == ["alpha", "beta"]
     assert await env.rows("empty_one") == []
 
 
+@BOTH_STORES
 async def test_hostile_column_names_are_sanitised(env: ImportEnv):
     header = '"x""; DROP TABLE tasks; --",Name,name,,1st,pg_x,"Prénom",select\n'
-    env.put("names.csv", (header + "1,2,3,4,5,6,7,8\n").encode())
-    task = await env.run(path="incoming/names.csv", table="Hostile_Names", infer_types=False)
+    source = await env.source("names.csv", (header + "1,2,3,4,5,6,7,8\n").encode())
+    task = await env.run(**source, table="Hostile_Names", infer_types=False)
     assert task["state"] == "succeeded", task
     names = [c["name"] for c in task["result"]["columns"]]
     assert names == ["x_drop_table_tasks", "name", "name_2", "column_4", "c_1st", "c_pg_x", "prenom", "select"]
@@ -207,14 +219,15 @@ async def test_hostile_column_names_are_sanitised(env: ImportEnv):
     assert response.status_code == 200  # the service's own tables are intact
 
 
+@BOTH_STORES
 async def test_skip_writes_rejects(env: ImportEnv):
     lines = ["id,v"] + [f"{i},{i * 2}" for i in range(1, 201)]
     lines[50] = "50,not a number"
     lines[120] = "120,1,extra"
     lines[199] = "199,2.5"
-    env.put("rej.csv", ("\n".join(lines) + "\n").encode())
+    source = await env.source("rej.csv", ("\n".join(lines) + "\n").encode())
     columns = [{"name": "id", "type": "bigint"}, {"name": "v", "type": "bigint"}]
-    task = await env.run(path="incoming/rej.csv", table="kept", on_error="skip", columns=columns)
+    task = await env.run(**source, table="kept", on_error="skip", columns=columns)
     assert task["state"] == "succeeded", task
     result = task["result"]
     assert result["rows"] == 197 and result["rejected"] == 3, result
@@ -242,16 +255,18 @@ async def test_write_csv_helper_roundtrip(tmp_path):
     assert path.read_text().count("\n") == 11
 
 
+@BOTH_STORES
 async def test_copy_end_marker_line_is_data(env: ImportEnv):
-    env.put("dot.csv", b"v\n1\n\\.\n2\n")
-    task = await env.run(path="incoming/dot.csv", table="dots", infer_types=False)
+    source = await env.source("dot.csv", b"v\n1\n\\.\n2\n")
+    task = await env.run(**source, table="dots", infer_types=False)
     assert task["state"] == "succeeded", task
     assert await env.rows("dots") == [("1",), ("\\.",), ("2",)]
 
 
+@BOTH_STORES
 async def test_undecodable_record_is_rejected_with_skip(env: ImportEnv):
-    env.put("enc.csv", b"k,v\n1,a\n2,caf\xe9\n3,c\n")
-    task = await env.run(path="incoming/enc.csv", table="enc", on_error="skip", infer_types=False)
+    source = await env.source("enc.csv", b"k,v\n1,a\n2,caf\xe9\n3,c\n")
+    task = await env.run(**source, table="enc", on_error="skip", infer_types=False)
     assert task["state"] == "succeeded", task
     assert (task["result"]["rows"], task["result"]["rejected"]) == (2, 1)
     assert await env.rows("enc") == [("1", "a"), ("3", "c")]

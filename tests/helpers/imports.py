@@ -1,6 +1,9 @@
 """Shared helpers for the import tests: an app with tiny batches, CSV makers, table readers.
 
-Data is generated at test time in tmp_path, never committed.
+The ``env`` fixtures follow the ``store`` fixture (local unless a test parametrizes it with
+"s3", see tests/conftest.py): ``env.upload`` puts a complete upload wherever the app keeps
+bytes, ``env.source`` names a file the way each store can import it (a ``path`` on the local
+directory, an upload on S3). Data is generated at test time in tmp_path, never committed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from tests.helpers.apps import make_settings, wait_state
 from tests.helpers.database import dsn
 
 SCHEMA = "data_local"
+# A test on both byte stores: the local directory and S3 (the s3_server fixture, SeaweedFS).
+BOTH_STORES = pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 
 
 def nasty_csv() -> bytes:
@@ -66,6 +71,22 @@ class ImportEnv:
     def postgres(self) -> bool:
         return not self.db_url.startswith("sqlite")
 
+    @property
+    def on_s3(self) -> bool:
+        return not self.app.state.store.local
+
+    async def upload(self, content: bytes, *, state: str = "complete", owner: str = "local") -> str:
+        """A ``files`` row of an upload, its bytes in the app's store (one object on S3)."""
+        return await self.file_row(content, state=state, owner=owner)
+
+    async def source(self, name: str, content: bytes) -> dict[str, str]:
+        """Import params naming ``content``: a ``path`` in storage/incoming on the local store,
+        an upload (``file_id``) on S3, where uploads are the only sources in the bucket."""
+        if self.on_s3:
+            return {"file_id": await self.upload(content)}
+        self.put(name, content)
+        return {"path": f"incoming/{name}"}
+
     def put(self, name: str, content: bytes) -> Path:
         folder = self.storage / "incoming"
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,6 +106,10 @@ class ImportEnv:
             session.add(row)
             await session.flush()
             file_id = row.id
+        store = self.app.state.store
+        if not store.local:
+            await store._call("put_object", Key=store.key(file_id), Body=content)
+            return file_id
         path = file_path(self.settings, file_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
@@ -145,20 +170,22 @@ async def list_tables(db_url: str, settings: Settings) -> list[str]:
 
 
 @pytest.fixture(name="env")
-async def import_env(db_url: str, tmp_path: Path) -> AsyncIterator[ImportEnv]:
+async def import_env(db_url: str, tmp_path: Path, store_overrides: dict[str, Any]) -> AsyncIterator[ImportEnv]:
     """An app whose import batches are tiny (1 KiB), so small files still span many batches."""
-    async for env in _env(db_url, tmp_path, 1024):
+    async for env in _env(db_url, tmp_path, 1024, store_overrides):
         yield env
 
 
 @pytest.fixture(name="env8k")
-async def import_env_8k(db_url: str, tmp_path: Path) -> AsyncIterator[ImportEnv]:
-    async for env in _env(db_url, tmp_path, 8192):
+async def import_env_8k(db_url: str, tmp_path: Path, store_overrides: dict[str, Any]) -> AsyncIterator[ImportEnv]:
+    async for env in _env(db_url, tmp_path, 8192, store_overrides):
         yield env
 
 
-async def _env(db_url: str, tmp_path: Path, batch_bytes: int) -> AsyncIterator[ImportEnv]:
-    settings = make_settings(db_url, tmp_path / "storage", import_batch_bytes=batch_bytes)
+async def _env(
+    db_url: str, tmp_path: Path, batch_bytes: int, overrides: dict[str, Any] | None = None
+) -> AsyncIterator[ImportEnv]:
+    settings = make_settings(db_url, tmp_path / "storage", import_batch_bytes=batch_bytes, **(overrides or {}))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

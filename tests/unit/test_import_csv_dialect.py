@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from app.services.csv_import.dialect import Dialect, sniff
+from app.services.csv_import.reader import LocalSource
 from app.services.csv_import.source import make_plan
 
 
@@ -60,16 +61,16 @@ def test_the_type_sample_reaches_the_middle_and_the_tail(tmp_path):
         lines[index] = f"{index + 1:05},{value}"
         path = tmp_path / "f.csv"
         path.write_text("id,v\n" + "\n".join(lines) + "\n")
-        plan = make_plan(path, params(), 300)
+        plan = make_plan(LocalSource(path), params(), 300)
         assert plan.types == ["bigint", "numeric" if value == "1.5" else "text"], (value, plan)
         assert 250 <= plan.sampled <= 1300
     path.write_text("id,v\n" + "\n".join(rows) + "\n")
-    assert make_plan(path, params(), 300).types == ["bigint", "bigint"]
+    assert make_plan(LocalSource(path), params(), 300).types == ["bigint", "bigint"]
 
 
 def test_a_head_sample_longer_than_the_first_read_stays_in_order(tmp_path):
     wide = "x" * 400  # 6,667 records of ~400 bytes: more than the first MiB read
     path = tmp_path / "wide.csv"
     path.write_text("id,note\n" + "".join(f"{i},{wide}\n" for i in range(1, 8001)) + "9001,tail\n")
-    plan = make_plan(path, params(), 20_000)
+    plan = make_plan(LocalSource(path), params(), 20_000)
     assert plan.types == ["bigint", "text"] and plan.sampled >= 6000

@@ -11,6 +11,8 @@
     cancel   DROP the staging table, delete the reject file: nothing remains
 
 A resumed run checks the file's fingerprint and goes on from the checkpoint's byte offset.
+An uploaded file is read from the configured ByteStore (on S3: ranged GETs, reader.py), a
+``path=`` source from the local storage directory; the offsets mean the same either way.
 A data error is permanent (no retry): the task fails with line, column and reason and its
 staging table is dropped, so the target is untouched; with ``on_error=skip`` bad records go
 to a reject CSV instead (a ``files`` row, downloadable at ``GET /files/{id}``). A database or
@@ -23,11 +25,11 @@ Tables live in the owner's namespace (app.services.owners.namespaces), never bes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import asyncpg
@@ -43,21 +45,24 @@ from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportChe
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
+from app.services.csv_import.reader import Source
 from app.services.csv_import.rejects import Rejects, remove_rejects
 from app.services.csv_import.source import (
     BatchReader,
+    Plan,
     RecordError,
     fingerprint,
     make_plan,
     resolve_source,
 )
+from app.services.files.stores import open_store
 from app.services.owners.keys import Principal
 from app.services.owners.namespaces import owner_schema, sqlite_tables_path
 from app.services.runtime.context import TaskContext, Work
 from app.services.runtime.kinds import TaskKind, task_kind
 
 if TYPE_CHECKING:
-    pass
+    from app.services.files.store import ByteStore
 
 FIRST_BATCH_BYTES = 1024 * 1024
 MIN_BATCH_BYTES = 64 * 1024
@@ -87,13 +92,19 @@ class ImportCsv(TaskKind[ImportParams]):
     async def prepare(
         self, params: ImportParams, principal: Principal, session: AsyncSession, settings: Settings
     ) -> None:
+        await self.prepare_with_store(params, principal, session, settings, None)
+
+    async def prepare_with_store(
+        self,
+        params: ImportParams,
+        principal: Principal,
+        session: AsyncSession,
+        settings: Settings,
+        store: ByteStore | None,
+    ) -> None:
         plan = None  # a dry run before the upload has no file yet: the table is what it can check
         if params.file_id is not None or params.path is not None:
-            path = await resolve_source(session, settings, principal, params.file_id, params.path)
-            try:
-                plan = await asyncio.to_thread(make_plan, path, params, 1)  # names only: a tiny sample
-            except csv_scan.CsvError as exc:
-                raise Unprocessable(f"cannot read the file's first record: {exc}") from None
+            plan = await self._first_record(params, principal, session, settings, store)
         target = await target_columns(session, settings, principal.owner, params.table)
         if target is not None and params.mode == "create":
             raise Conflict(f"table {params.table!r} already exists; use mode replace or append")
@@ -102,6 +113,25 @@ class ImportCsv(TaskKind[ImportParams]):
                 append_columns(plan.names, target, plan.dialect.header)
             except ImportFailed as exc:
                 raise Unprocessable(f"cannot append to {params.table!r}: {exc}") from None
+
+    async def _first_record(
+        self,
+        params: ImportParams,
+        principal: Principal,
+        session: AsyncSession,
+        settings: Settings,
+        store: ByteStore | None,
+    ) -> Plan:
+        """The file's names from a tiny sample, read from ``store``. Called without one (plain
+        prepare()) on a service whose uploads are on S3, it opens a client of its own."""
+        async with contextlib.AsyncExitStack() as stack:
+            if store is None and params.file_id is not None and settings.storage_url:
+                store = await stack.enter_async_context(open_store(settings))
+            source = await resolve_source(session, settings, principal, params.file_id, params.path, store)
+            try:
+                return await asyncio.to_thread(make_plan, source, params, 1)
+            except csv_scan.CsvError as exc:
+                raise Unprocessable(f"cannot read the file's first record: {exc}") from None
 
     # -- running --------------------------------------------------------------------------
     async def run(self, params: ImportParams, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
@@ -196,7 +226,7 @@ class _Job:
     async def run(self, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         params = self.params
         async with self.ctx.session() as session:
-            path = await resolve_source(session, self.settings, None, params.file_id, params.path)
+            path = await resolve_source(session, self.settings, None, params.file_id, params.path, self.ctx.store)
         state = await self.loader.resume_state(cast("ImportCheckpoint | None", checkpoint))
         if state is None or state.get("v") != CHECKPOINT_VERSION:
             state = await self.start(path)
@@ -221,7 +251,7 @@ class _Job:
             await self.ctx.checkpoint(as_json(state), work=work)
         return self.result(state, rejects)
 
-    async def start(self, path: Path) -> ImportCheckpoint:
+    async def start(self, path: Source) -> ImportCheckpoint:
         params = self.params
         source = await asyncio.to_thread(fingerprint, path)
         sample = params.sample_records or self.settings.import_sample_records
@@ -268,7 +298,7 @@ class _Job:
         await self.ctx.checkpoint(as_json(state), work=await self.loader.stage(staging, state))
         return state
 
-    async def load(self, path: Path, state: ImportCheckpoint, rejects: Rejects | None) -> None:
+    async def load(self, path: Source, state: ImportCheckpoint, rejects: Rejects | None) -> None:
         """Batch after batch, the next one read while the current one is written.
 
         Batch sizes adapt to take about the loader's batch_seconds (up to import_batch_bytes):

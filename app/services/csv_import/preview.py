@@ -10,8 +10,7 @@ overridden with explicit options) before any row is written.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,16 +18,26 @@ from app.config import Settings
 from app.errors import Unprocessable
 from app.services.csv_import import scan as csv_scan
 from app.services.csv_import.params import ImportParams
-from app.services.csv_import.source import SAMPLE_BYTES, Plan, decode, make_plan, open_source, resolve_source
+from app.services.csv_import.reader import Source
+from app.services.csv_import.source import SAMPLE_BYTES, Plan, decode, make_plan, resolve_source
 from app.services.owners.keys import Principal
+
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
 
 MAX_PREVIEW_ROWS = 100
 
 
 async def preview_csv(
-    session: AsyncSession, settings: Settings, principal: Principal, params: ImportParams, rows: int
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    params: ImportParams,
+    rows: int,
+    store: ByteStore | None = None,
 ) -> dict[str, Any]:
-    path = await resolve_source(session, settings, principal, params.file_id, params.path)
+    """``store``: where uploads live (None: the local directory); a ``path`` is always local."""
+    path = await resolve_source(session, settings, principal, params.file_id, params.path, store)
     sample = params.sample_records or settings.import_sample_records
     try:
         return await asyncio.to_thread(_preview, path, params, sample, min(rows, MAX_PREVIEW_ROWS))
@@ -36,7 +45,7 @@ async def preview_csv(
         raise Unprocessable(f"cannot read the file: {exc}") from None
 
 
-def _preview(path: Path, params: ImportParams, sample: int, rows: int) -> dict[str, Any]:
+def _preview(path: Source, params: ImportParams, sample: int, rows: int) -> dict[str, Any]:
     plan = make_plan(path, params, sample)
     return {
         "dialect": {k: v for k, v in plan.dialect.as_json().items() if k != "looks"},
@@ -47,9 +56,9 @@ def _preview(path: Path, params: ImportParams, sample: int, rows: int) -> dict[s
     }
 
 
-def _first_rows(path: Path, plan: Plan, params: ImportParams, count: int) -> list[list[str | None]]:
+def _first_rows(path: Source, plan: Plan, params: ImportParams, count: int) -> list[list[str | None]]:
     quote = ord(plan.dialect.quote)
-    with open_source(path) as handle:
+    with path.open() as handle:
         handle.seek(plan.data_start)
         data = handle.read(min(SAMPLE_BYTES, plan.data_end - plan.data_start))
     records = csv_scan.split_records(data, quote)[:count]

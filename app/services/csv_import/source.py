@@ -1,6 +1,6 @@
 """The import's input: the source file and its batches (the reject file: rejects.py).
 
-Reading a source::
+Reading a source (a local file or an object in the ByteStore: reader.py)::
 
     source file ── fingerprint (size, mtime, sha256 of head and tail) ── checked on every resume
         │
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,11 +29,15 @@ from app.services.csv_import import dialect as dialect_module
 from app.services.csv_import import scan as csv_scan
 from app.services.csv_import.dialect import Dialect
 from app.services.csv_import.params import usable_dialect
+from app.services.csv_import.reader import LocalSource, Source, SourceReader, StoreSource
 from app.services.csv_import.scan import BOM, MAX_RECORD_BYTES, CsvError
 from app.services.files.catalog import get_file
 from app.services.files.storage import file_path, linked_to_service, managed_by_service
 from app.services.owners.keys import Principal
 from app.services.owners.namespaces import MAX_COLUMNS
+
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
 
 FINGERPRINT_BYTES = 64 * 1024
 SAMPLE_BYTES = 1024 * 1024
@@ -81,11 +84,19 @@ def resolve_storage_path(settings: Settings, relative: str) -> Path:
 
 
 async def resolve_source(
-    session: AsyncSession, settings: Settings, principal: Principal | None, file_id: str | None, path: str | None
-) -> Path:
-    """The bytes to import. ``principal`` None = the runner, after creation checked access."""
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal | None,
+    file_id: str | None,
+    path: str | None,
+    store: ByteStore | None = None,
+) -> Source:
+    """The bytes to import. ``principal`` None = the runner, after creation checked access.
+
+    A ``path`` is always a local file; an upload is wherever ``store`` keeps it (None: the
+    local directory)."""
     if path is not None:  # off the event loop: a hard link's check may list a large directory
-        return await asyncio.to_thread(resolve_storage_path, settings, path)
+        return LocalSource(await asyncio.to_thread(resolve_storage_path, settings, path))
     assert file_id is not None
     location = file_path(settings, file_id)  # 404 for anything that is not a UUID
     row: File | None
@@ -97,33 +108,34 @@ async def resolve_source(
             raise NotFound(f"file {file_id} is gone")
     if row.state != "complete":
         raise Conflict(f"file {file_id} is still {row.state}; import it once it is complete", file_state=row.state)
+    if store is not None and not store.local:
+        if (found := await store.stat(file_id)) is None:
+            raise NotFound(f"the bytes of file {file_id} are gone")
+        return StoreSource(store, file_id, asyncio.get_running_loop(), found)
     if not location.is_file():
         raise NotFound(f"the bytes of file {file_id} are gone")
-    return location
-
-
-def open_source(path: Path) -> BinaryIO:
-    """Open a source that resolve_source() returned. It has no symlinks left, so O_NOFOLLOW
-    only refuses one put in its place since the check."""
-    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+    return LocalSource(location)
 
 
 class SourceFingerprint(TypedDict):
-    """What identifies the source file's content, cheaply: a resume refuses a file that changed."""
+    """What identifies the source file's content, cheaply: a resume refuses a file that changed.
+
+    On S3, size and mtime are the object's (Content-Length, Last-Modified: whole seconds) and
+    head and tail come from ranged GETs."""
 
     size: int
     mtime_ns: int
     sha256_head_tail: str
 
 
-def fingerprint(path: Path) -> SourceFingerprint:
-    with open_source(path) as handle:
-        info = os.fstat(handle.fileno())
+def fingerprint(source: Source) -> SourceFingerprint:
+    """Blocking (a worker thread): stat, then the first and last FINGERPRINT_BYTES."""
+    with source.open() as handle:
         head = handle.read(FINGERPRINT_BYTES)
-        handle.seek(max(0, info.st_size - FINGERPRINT_BYTES))
+        handle.seek(max(0, handle.size - FINGERPRINT_BYTES))
         tail = handle.read(FINGERPRINT_BYTES)
     digest = hashlib.sha256(head + b"|" + tail).hexdigest()
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256_head_tail": digest}
+    return {"size": handle.size, "mtime_ns": handle.mtime_ns, "sha256_head_tail": digest}
 
 
 # -- what is in it ------------------------------------------------------------------------
@@ -158,14 +170,14 @@ def sniff_dialect(head: bytes, params: Any) -> Dialect:
 
 
 def make_plan(
-    path: Path, params: Any, sample_records: int = DEFAULT_SAMPLE_RECORDS, known: Dialect | None = None
+    source: Source, params: Any, sample_records: int = DEFAULT_SAMPLE_RECORDS, known: Dialect | None = None
 ) -> Plan:
     """Read the head of the file: BOM, dialect, header names; then a sample for the column types.
 
     ``known``: the dialect a previous run decided on (a resume must not guess again).
     """
-    with open_source(path) as handle:
-        size = os.fstat(handle.fileno()).st_size
+    with source.open() as handle:
+        size = handle.size
         head = handle.read(SAMPLE_BYTES)
         dialect = known or sniff_dialect(head, params)
         quote = ord(dialect.quote)
@@ -226,7 +238,7 @@ class Sampler:
     """
 
     def __init__(
-        self, handle: BinaryIO, head: bytes, start: int, end: int, line: int, dialect: Dialect, params: Any
+        self, handle: SourceReader, head: bytes, start: int, end: int, line: int, dialect: Dialect, params: Any
     ) -> None:
         self.handle, self.buffer, self.start, self.end, self.line = handle, head, start, end, line
         self.dialect, self.params = dialect, params
@@ -321,10 +333,14 @@ class Batch:
 
 
 class BatchReader:
-    """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread)."""
+    """Reads whole-record batches from ``offset``; ``read`` is blocking (run it in a thread).
 
-    def __init__(self, path: Path, end: int, batch_bytes: int, quote: int, *, split: bool = True) -> None:
-        self.handle = open_source(path)
+    The source is opened by the first read, in its thread: an object store's stat must not
+    block the event loop."""
+
+    def __init__(self, source: Source, end: int, batch_bytes: int, quote: int, *, split: bool = True) -> None:
+        self.source = source
+        self.opened: SourceReader | None = None
         self.end = end
         self.batch_bytes = batch_bytes
         self.sub_bytes = min(SUB_CHUNK_BYTES, batch_bytes)
@@ -332,14 +348,18 @@ class BatchReader:
         self.split = split  # False: one chunk per batch (COPY needs no record-aligned pieces)
 
     def close(self) -> None:
-        self.handle.close()
+        if self.opened is not None:
+            self.opened.close()
 
     def read(self, offset: int, size: int | None = None) -> Batch | None:
         if offset >= self.end:
             return None
-        self.handle.seek(offset)
+        if self.opened is None:
+            self.opened = self.source.open(ahead=self.batch_bytes)
+        handle = self.opened
+        handle.seek(offset)
         want = min(size or self.batch_bytes, self.end - offset)
-        buf = self.handle.read(want)
+        buf = handle.read(want)
         cut: int | None
         while True:
             if offset + len(buf) >= self.end:  # the last batch: everything that is left
@@ -353,7 +373,7 @@ class BatchReader:
                 break
             if len(buf) >= MAX_RECORD_BYTES:
                 raise RecordError("a record is longer than 64 MiB (no line end outside quotes)", 0)
-            more = self.handle.read(min(len(buf), self.end - offset - len(buf)))
+            more = handle.read(min(len(buf), self.end - offset - len(buf)))
             buf += more
         batch = Batch(offset)
         if not self.split:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.config import Settings
+    from app.services.files.store import ByteStore
     from app.services.owners.keys import Principal
 
 __all__ = ["KindParams", "TaskContext", "TaskKind", "Work", "load_kinds", "registry", "task_kind"]
@@ -56,6 +57,14 @@ class TaskKind(Generic[P]):
 
     async def prepare(self, params: P, principal: Principal, session: AsyncSession, settings: Settings) -> None:
         """Check, at creation time, what can be known before running (raise a TSMError)."""
+
+    async def prepare_with_store(
+        self, params: P, principal: Principal, session: AsyncSession, settings: Settings, store: ByteStore | None
+    ) -> None:
+        """What the runtime calls: :meth:`prepare`, for a kind that reads no stored bytes. A kind
+        that does (import_csv reads the upload's first record) overrides this to use the app's
+        ByteStore (None: an engine made without one, i.e. the local directory)."""
+        await self.prepare(params, principal, session, settings)
 
     async def run(self, params: P, checkpoint: dict[str, Any] | None, ctx: TaskContext) -> Any:
         raise NotImplementedError

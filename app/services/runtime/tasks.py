@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import or_, select, update
@@ -35,6 +35,9 @@ from app.services.runtime.engine import TaskEngine
 from app.services.runtime.events import record_event
 from app.services.runtime.kinds import DRY_RUN, registry
 
+if TYPE_CHECKING:
+    from app.services.files.store import ByteStore
+
 KEEPALIVE_SECONDS = 15.0
 # The list watch's fallback sweep looks this far behind its last one: clocks of replicas differ,
 # and a row committed just after a sweep began may carry a time from before it.
@@ -50,7 +53,13 @@ def format_validation_error(exc: ValidationError, prefix: str) -> str:
 
 
 async def _accept(
-    session: AsyncSession, settings: Settings, principal: Principal, body: TaskCreate, *, dry_run: bool = False
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    body: TaskCreate,
+    *,
+    dry_run: bool = False,
+    store: ByteStore | None = None,
 ) -> TaskCheck:
     """Every check a new task passes — kind, params, the kind's own checks, the owner's limits."""
     kind = registry.get(body.kind)
@@ -63,23 +72,25 @@ async def _accept(
         params = kind.params_model.model_validate(body.params, context={DRY_RUN: dry_run})
     except ValidationError as exc:
         raise Unprocessable(format_validation_error(exc, "params")) from None
-    await kind.prepare(params, principal, session, settings)
+    await kind.prepare_with_store(params, principal, session, settings, store)
     # After prepare (which may read files for a while): from here the owner's limits are locked.
     await check_active_tasks(session, principal.owner, settings.max_active_tasks_per_owner)
     attempts = body.max_attempts or settings.max_attempts
     return TaskCheck(kind=body.kind, params=params.model_dump(mode="json"), max_attempts=attempts)
 
 
-async def check_task(session: AsyncSession, settings: Settings, principal: Principal, body: TaskCreate) -> TaskCheck:
+async def check_task(
+    session: AsyncSession, settings: Settings, principal: Principal, body: TaskCreate, store: ByteStore | None = None
+) -> TaskCheck:
     """A dry run: the answer ``create_task`` would give (or its error), with nothing started or kept."""
     try:
-        return await _accept(session, settings, principal, body, dry_run=True)
+        return await _accept(session, settings, principal, body, dry_run=True, store=store)
     finally:
         await session.rollback()  # the limit check's owner lock, and anything a prepare wrote
 
 
 async def create_task(session: AsyncSession, engine: TaskEngine, principal: Principal, body: TaskCreate) -> Task:
-    accepted = await _accept(session, engine.settings, principal, body)
+    accepted = await _accept(session, engine.settings, principal, body, store=engine.deps.store)
     now = utcnow()
     task = Task(
         owner=principal.owner,
