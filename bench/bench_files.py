@@ -102,7 +102,7 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(10)
 
 
-async def _admin(sql: str) -> None:
+async def admin(sql: str) -> None:
     conn = await asyncpg.connect(PG_ADMIN, timeout=5)
     try:
         await conn.execute(sql)
@@ -231,8 +231,8 @@ def main() -> int:
     work.chmod(0o755)  # nginx workers run as www-data
     data = work / "data.bin"
     processes: list[subprocess.Popen[bytes]] = []
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{BENCH_DB}"'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{BENCH_DB}"'))
     try:
         make_data(data, size)
         db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{BENCH_DB}"
@@ -326,7 +326,7 @@ def main() -> int:
         for process in processes:
             stop(process)
         shutil.rmtree(work, ignore_errors=True)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import botocore.session
-from bench_files import make_data, stop, upload, wait_hashed, wait_port  # beside this script
+from bench_files import admin, make_data, stop, upload, wait_hashed, wait_port  # beside this script
 from files_http import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,14 +83,6 @@ def install_peer() -> None:
         subprocess.run([*command, "@tus/server", "@tus/s3-store"], check=True)
     # Beside node_modules, so that its imports resolve there.
     (PEER_DIR / "bench_s3_server.mjs").write_text(TUS_S3_SERVER_JS)
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def terminate(port: int, path: str) -> None:
@@ -247,8 +238,8 @@ def main() -> int:
     install_peer()
     work = Path(tempfile.mkdtemp(prefix="tsm-bench-s3-"))
     if not args.sqlite:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        asyncio.run(_admin(f'CREATE DATABASE "{BENCH_DB}"'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+        asyncio.run(admin(f'CREATE DATABASE "{BENCH_DB}"'))
     try:
         with seaweedfs(work / "s3") as s3:
             database = "SQLite" if args.sqlite else "PostgreSQL"
@@ -266,7 +257,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.sqlite:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

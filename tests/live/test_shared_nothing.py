@@ -22,7 +22,7 @@ import httpx
 from tests.helpers.database import dsn
 from tests.helpers.imports import SCHEMA, csv_rows
 from tests.helpers.s3 import S3Server, store_settings
-from tests.helpers.server import LiveServer, poll
+from tests.helpers.server import LiveServer, poll_task
 from tests.helpers.tus import OCTET, TUS
 
 ROWS = 40_000
@@ -44,16 +44,6 @@ def _upload(server: LiveServer, data: bytes) -> str:
     done = httpx.patch(location, headers={**OCTET, "Upload-Offset": "0"}, content=data, timeout=60)
     assert done.status_code == 204, done.text
     return location.rsplit("/", 1)[1]
-
-
-def _task(server: LiveServer, task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/tasks/{task_id}", timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _wait(server: LiveServer, task_id: str, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
-    return poll(lambda: (task := _task(server, task_id)) and predicate(task) and task, timeout=timeout, what=task_id)
 
 
 def _control(server: LiveServer, task_id: str, action: str) -> None:
@@ -95,22 +85,22 @@ def test_three_replicas_share_only_the_database_and_the_bucket(pg_url: str, s3_s
         assert started.status_code == 201, started.text
         task_id = started.json()["id"]
 
-        _wait(a, task_id, lambda t: _runs_on(t, b) and t["progress"]["done"] > 0)
+        poll_task(a, task_id, lambda t: _runs_on(t, b) and t["progress"]["done"] > 0)
         _control(a, task_id, "pause")  # B runs it; A only writes the request
-        paused = _wait(b, task_id, lambda t: t["state"] == "paused")
+        paused = poll_task(b, task_id, lambda t: t["state"] == "paused")
         assert 0 < paused["checkpoint"]["rows"] < ROWS
         _control(b, task_id, "resume")
-        _wait(a, task_id, lambda t: _runs_on(t, b) and t["progress"]["done"] > paused["progress"]["done"])
+        poll_task(a, task_id, lambda t: _runs_on(t, b) and t["progress"]["done"] > paused["progress"]["done"])
         b.kill()  # mid-batch, no goodbye: its lease lapses and C takes over
 
         c.start()
-        done = _wait(a, task_id, lambda t: t["state"] == "succeeded", timeout=120)
+        done = poll_task(a, task_id, lambda t: t["state"] == "succeeded", timeout=120)
         assert done["result"]["rows"] == ROWS and done["attempts"] >= 2
         assert asyncio.run(_table_ids(pg_url, table)) == list(range(1, ROWS + 1))  # each row exactly once
 
         exported = httpx.post(f"{a.url}/tasks", json={"kind": "export_csv", "params": {"table": table}})
         assert exported.status_code == 201, exported.text
-        result = _wait(a, exported.json()["id"], lambda t: t["state"] == "succeeded")["result"]  # C runs it
+        result = poll_task(a, exported.json()["id"], lambda t: t["state"] == "succeeded")["result"]  # C runs it
         download = f"{a.url}/files/{result['file_id']}"
         whole = httpx.get(download, timeout=60)
         assert whole.status_code == 200
