@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Imports / exports
     # Largest import batch (one COPY + checkpoint per batch); a pause cancels a running batch.
     import_batch_bytes: int = Field(32 * 1024**2, ge=1024)
+    # PostgreSQL COPY streams one import loads with at once (0: as many as this machine has
+    # cores, at most 4; one stream keeps one server core busy, so more only help with more).
+    import_parallel: int = Field(0, ge=0, le=16)
     export_page_rows: int = Field(50_000, ge=1)
     # Records an import samples (spread over head, middle and tail) to infer its column types.
     import_sample_records: int = Field(20_000, ge=1)

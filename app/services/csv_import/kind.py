@@ -44,6 +44,7 @@ from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportCheckpoint, Loader, as_json
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
+from app.services.csv_import.parallel import ParallelLoad, loaded_bytes, stream_count
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.csv_import.reader import Source
 from app.services.csv_import.rejects import Rejects, remove_rejects
@@ -175,6 +176,7 @@ class _Job:
         self.clock = time.monotonic()
         self.dialect: Dialect | None = None
         self.rejects: Rejects | None = None
+        self.streams = 1  # COPY streams this run loaded with
 
     def use_dialect(self, state: ImportCheckpoint) -> None:
         """Parse with the dialect the import started with (a checkpoint from before sniffing
@@ -206,7 +208,7 @@ class _Job:
         state["seconds"] = round(state.get("seconds", 0.0) + now - self.clock, 3)
         self.clock = now
         state["rows_per_second"] = round(state["rows"] / state["seconds"]) if state["seconds"] > 0 else None
-        self.ctx.progress(state["offset"], state["source"]["size"], "bytes")
+        self.ctx.progress(loaded_bytes(state), state["source"]["size"], "bytes")
 
     async def give_up(self, message: str) -> NoReturn:
         """A permanent failure: no retry, nothing left behind, the reason as the task's error."""
@@ -309,6 +311,12 @@ class _Job:
         size = min(most, FIRST_BATCH_BYTES)
         split = self.loader.split_batches
         reader = BatchReader(path, state["end"], most, ord(self.params.quote or '"'), split=split)
+        streams = stream_count(self.settings.import_parallel)
+        if isinstance(self.loader, PgLoader) and rejects is None and (streams > 1 or state.get("loaded")):
+            sizes = (size, min(most, MIN_BATCH_BYTES), most)
+            self.streams = streams
+            await ParallelLoad(self.ctx, self.loader, reader, state, streams, self.tick, sizes).run()
+            return
         pending = asyncio.ensure_future(asyncio.to_thread(reader.read, state["offset"], size))
         try:
             while True:
@@ -360,6 +368,7 @@ class _Job:
         logger.info("import %s: %s", self.ctx.task_id, note)
         state["offset"], state["line"] = state["start"], state["first_line"]
         state["rows"] = state["rejects"] = state["reject_bytes"] = 0
+        state["loaded"] = []
         staging = [(n, self.loader.column_type(t)) for n, t in zip(state["columns"], state["types"], strict=True)]
         if rejects is not None:
             await rejects.reset()
@@ -437,6 +446,7 @@ class _Job:
             "rows_per_second": state.get("rows_per_second"),
             "dialect": {k: v for k, v in (state.get("dialect") or {}).items() if k != "looks"} or None,
             "fallbacks": state.get("fallbacks", []),
+            "streams": self.streams,
         }
 
 

@@ -61,6 +61,7 @@ class ImportCheckpoint(_ImportProgress, total=False):
     first_line: int
     fallbacks: list[dict[str, Any]]  # columns widened during the load, and why
     reject_multipart: dict[str, Any] | None  # the reject file's writer mark at reject_bytes (S3)
+    loaded: list[list[int]]  # parallel loads: [start, end, lines] committed beyond ``offset``
 
 
 # One checkpoint: the caller commits ``state`` with ``work`` (if any) in one transaction.

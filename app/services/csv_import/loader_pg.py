@@ -64,6 +64,8 @@ class PgLoader:
         self.ctx, self.params = ctx, params
         self.schema = schema
         self.staging, self.encoding = staging, encoding
+        # Set when one of several parallel batches failed: the others stop as for a pause.
+        self.halt = asyncio.Event()
 
     @property
     def quote_byte(self) -> int:
@@ -205,7 +207,7 @@ class PgLoader:
         and TaskInterrupt rolls the batch back with its transaction; the next run redoes it
         from the previous checkpoint. So batches can be long (few commits) and pauses quick.
         """
-        if self.ctx.stop_requested:
+        if self.ctx.stop_requested or self.halt.is_set():
             raise TaskInterrupt  # nothing sent yet, nothing to lose
         apg = await raw_connection(conn)
         whole = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
@@ -244,13 +246,15 @@ class PgLoader:
         side too) and raise TaskInterrupt so the batch's transaction rolls back."""
         job = asyncio.ensure_future(work)
         stop = asyncio.ensure_future(self.ctx.stop_event.wait())
+        halt = asyncio.ensure_future(self.halt.wait())
         try:
-            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({job, stop, halt}, return_when=asyncio.FIRST_COMPLETED)
             if job.done():
                 return job.result()
             raise TaskInterrupt
         finally:  # also when this task itself is cancelled: never leave a COPY running
             stop.cancel()
+            halt.cancel()
             if not job.done():
                 job.cancel()
                 with contextlib.suppress(BaseException):
@@ -273,8 +277,9 @@ class PgLoader:
         if where is None:
             return f"lines {first_line}-: {reason}"
         records = self._records(chunks, first_line)
-        index = int(where.group(1)) - 1
-        line = records[index][0] if 0 <= index < len(records) else first_line
+        value = VALUE_RE.search(getattr(exc, "context", None) or "")
+        record = record_at(records, int(where.group(1)), value.group(3) if value else None)
+        line = record[0] if record is not None else first_line
         column = f", column {where.group(2)}" if where.group(2) else ""
         return f"line {line}{column}: {reason}"
 
@@ -288,9 +293,8 @@ class PgLoader:
         index = columns.index(found.group(2))
         if not inferred[index]:
             return
-        listed = records()
-        record = int(found.group(1)) - 1
-        line = listed[record][0] if 0 <= record < len(listed) else 0
+        record = record_at(records(), int(found.group(1)), found.group(3))
+        line = record[0] if record is not None else 0
         reason = getattr(exc, "message", str(exc))
         raise TypeFallback(columns[index], "", line, found.group(3), reason)
 
@@ -345,3 +349,22 @@ class PgLoader:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def record_at(records: list[tuple[int, bytes]], copy_line: int, value: str | None) -> tuple[int, bytes] | None:
+    """The record a COPY error's "line N" means. In CSV, PostgreSQL counts newlines inside
+    quoted fields too, except in the first record; where that and the plain record count
+    disagree, the record holding the offending value decides."""
+    candidates: list[int] = []
+    line = 1
+    for index, (_, record) in enumerate(records):
+        if line == copy_line:
+            candidates.append(index)
+            break
+        line += 1 + (record.count(b"\n") - 1 if index > 0 else 0)
+    candidates.append(copy_line - 1)
+    found = [records[i] for i in candidates if 0 <= i < len(records)]
+    for candidate in found:
+        if value is None or value.encode() in candidate[1]:
+            return candidate
+    return found[0] if found else None

@@ -351,17 +351,23 @@ class BatchReader:
         if self.opened is not None:
             self.opened.close()
 
-    def read(self, offset: int, size: int | None = None) -> Batch | None:
-        if offset >= self.end:
+    def read(self, offset: int, size: int | None = None, stop: int | None = None) -> Batch | None:
+        """The batch at ``offset``: about ``size`` bytes, never past ``stop`` (a record
+        boundary before the end: where a range loaded earlier begins)."""
+        stop = self.end if stop is None else min(stop, self.end)
+        if offset >= stop:
             return None
         if self.opened is None:
             self.opened = self.source.open(ahead=self.batch_bytes)
         handle = self.opened
         handle.seek(offset)
-        want = min(size or self.batch_bytes, self.end - offset)
+        want = min(size or self.batch_bytes, stop - offset)
         buf = handle.read(want)
         cut: int | None
         while True:
+            if offset + len(buf) >= stop < self.end:  # up to a known boundary: all of it
+                cut = len(buf)
+                break
             if offset + len(buf) >= self.end:  # the last batch: everything that is left
                 if buf.count(bytes([self.quote])) % 2:
                     opened = last_cut(buf, self.quote) or 0  # the record that never closes starts here
@@ -373,7 +379,7 @@ class BatchReader:
                 break
             if len(buf) >= MAX_RECORD_BYTES:
                 raise RecordError("a record is longer than 64 MiB (no line end outside quotes)", 0)
-            more = handle.read(min(len(buf), self.end - offset - len(buf)))
+            more = handle.read(min(len(buf), stop - offset - len(buf)))
             buf += more
         batch = Batch(offset)
         if not self.split:
