@@ -1,12 +1,15 @@
 """Import benchmark: the service's import_csv against `psql \\copy`, same file, same run.
 
-    python bench/bench_import.py [--rows 2000000] [--rounds 3] [--pauses 20] [--skip-sqlite]
+    python bench/bench_import.py [--rows 2000000] [--rounds 5] [--streams 0] [--pauses 20] [--skip-sqlite]
 
 1. writes a CSV of --rows rows, 7 mixed-type columns (~115 bytes a row) to bench/data/
 2. PostgreSQL scratch database: `psql \\copy` of the file into the same table layout (the peer),
    alternating with
-3. a real server (tests/helpers/server.py LiveServer) on that database: POST an import, time it until
-   `succeeded`; prints rows/s (median and best of --rounds) and the ratio to psql (target >= 0.85)
+3. a real server (tests/helpers/server.py LiveServer) on that database, TSM_IMPORT_PARALLEL=--streams
+   (0: the default): POST an import, time it until `succeeded`; prints rows/s and the ratio to psql
+   of each round, then the median and spread of the paired rounds' ratios (target >= 1.3)
+   The ceiling, in the same rounds: the file cut into as many parts as streams, one `psql \\copy`
+   per part, all at once (what N COPY streams of PostgreSQL itself can do on this machine)
 4. pause latency: 20 pauses of a running import, POST /pause → state `paused` (p50 / p95)
 5. the SQLite path: the same import on a SQLite server, rows/s
 """
@@ -125,6 +128,41 @@ def pause_latencies(url: str, count: int) -> list[float]:
     return latencies
 
 
+def split_file(source: Path, parts: int, folder: Path) -> list[Path]:
+    """The data records of ``source`` in ``parts`` files (line-aligned: the bench file has no
+    quoted newlines), for the parallel-psql ceiling."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    data = data[data.index(b"\n") + 1 :]
+    paths, start = [], 0
+    for index in range(parts):
+        end = len(data) if index == parts - 1 else data.index(b"\n", (index + 1) * len(data) // parts) + 1
+        path = folder / f"part{index}.csv"
+        path.write_bytes(data[start:end])
+        paths.append(path)
+        start = end
+    return paths
+
+
+def parallel_psql(parts: list[Path]) -> float:
+    started = time.perf_counter()
+    env = {**os.environ, "PGPASSWORD": ""}
+    procs = [
+        subprocess.Popen(
+            ["psql", "-q", "-v", "ON_ERROR_STOP=1", f"{PG}/{DB}", "-c", f"\\copy peer FROM '{part}' WITH (FORMAT csv)"],
+            env=env,
+        )
+        for part in parts
+    ]
+    if any(proc.wait() != 0 for proc in procs):
+        raise RuntimeError("a parallel psql failed")
+    return time.perf_counter() - started
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f}, spread {min(values):.2f}–{max(values):.2f}"
+
+
 def link_into(storage: Path, source: Path) -> None:
     storage.mkdir(parents=True, exist_ok=True)
     target = storage / "import.csv"
@@ -142,7 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--pauses", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--streams", type=int, default=0, help="TSM_IMPORT_PARALLEL (0: the default)")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
 
@@ -162,9 +201,12 @@ def main() -> None:
         link_into(storage, csv_path)
         psql_times: list[float] = []
         service_times: list[float] = []
-        with LiveServer(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB}", storage, **SERVER_ENV) as server:
+        ceiling_times: list[float] = []
+        env = {**SERVER_ENV, "TSM_IMPORT_PARALLEL": str(args.streams)}
+        with LiveServer(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DB}", storage, **env) as server:
             # Alternate the two (and who goes first), several rounds: the machine is shared and
             # its load drifts. A CHECKPOINT before each run, so neither pays for the other's WAL.
+            parts: list[Path] = []
             for round_ in range(args.rounds):
                 for who in ("psql", "service") if round_ % 2 == 0 else ("service", "psql"):
                     if who == "psql":
@@ -179,13 +221,24 @@ def main() -> None:
                         assert task["result"]["rows"] == args.rows, task["result"]
                         service_times.append(seconds)
                         psql(f'DROP TABLE "data_local"."service_{round_}"')
-                print(f"round {round_ + 1}: psql \\copy {psql_times[-1]:6.2f}s   service {service_times[-1]:6.2f}s")
+                if not parts:
+                    parts = split_file(csv_path, task["result"]["streams"], work / "parts")
+                psql("TRUNCATE peer")
+                psql("CHECKPOINT")
+                ceiling_times.append(parallel_psql(parts))
+                print(
+                    f"round {round_ + 1}: psql \\copy {psql_times[-1]:6.2f}s   service {service_times[-1]:6.2f}s "
+                    f"({task['result']['streams']} streams)   ratio {psql_times[-1] / service_times[-1]:.2f}   "
+                    f"{len(parts)} x psql at once {ceiling_times[-1]:6.2f}s"
+                )
             types = [c["type"] for c in task["result"]["columns"]]
-            for label, times in (("median", statistics.median), ("best", min)):
-                p, s = args.rows / times(psql_times), args.rows / times(service_times)
-                rates = f"psql \\copy {p:>10,.0f} rows/s   service import_csv {s:>10,.0f} rows/s"
-                print(f"{label:6}: {rates}   ratio {s / p:.2f}")
-            print(f"(service = API start → succeeded, PostgreSQL, column types {types}; target ratio >= 0.85)")
+            p, s = args.rows / statistics.median(psql_times), args.rows / statistics.median(service_times)
+            print(f"median: psql \\copy {p:>10,.0f} rows/s   service import_csv {s:>10,.0f} rows/s")
+            ratios = [p / s for p, s in zip(psql_times, service_times, strict=True)]
+            ceilings = [p / c for p, c in zip(psql_times, ceiling_times, strict=True)]
+            print(f"paired ratio service / psql \\copy: {spread(ratios)} (target >= 1.3)")
+            print(f"paired ratio {len(parts)} x psql at once / psql \\copy (the ceiling): {spread(ceilings)}")
+            print(f"(service = API start → succeeded, PostgreSQL, column types {types})")
             latencies = pause_latencies(server.url, args.pauses)
             ms = sorted(1000 * x for x in latencies)
             p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
