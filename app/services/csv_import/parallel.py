@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from app.services.runtime.context import TaskContext
 
 MOST_STREAMS_BY_DEFAULT = 4
+# Streams of stopped loads still rolling back (referenced, so that they run to their end)
+_WINDING_DOWN: set[asyncio.Future[None]] = set()
 
 
 def stream_count(setting: int) -> int:
@@ -94,16 +96,35 @@ class ParallelLoad:
     async def run(self) -> None:
         producer = asyncio.ensure_future(self._guarded(self.produce()))
         streams = [asyncio.ensure_future(self._guarded(self.stream())) for _ in range(self.streams)]
+        loading = asyncio.gather(*streams)
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.ctx.stop_event.wait())
         try:
-            await asyncio.gather(*streams)
+            await asyncio.wait([loading, stop], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            for part in (producer, *streams):
+                part.cancel()
+            raise
         finally:
-            producer.cancel()
-            for stream in streams:
-                stream.cancel()
-            await asyncio.gather(producer, *streams, return_exceptions=True)
-            self._close_reader()
+            stop.cancel()
+        if not loading.done():
+            # A pause, cancel or shutdown: the COPYs are being cancelled now, and their rollbacks
+            # need not hold up the answer. A batch still committing is fenced by the lease and
+            # committed with its ledger entry, or not at all, whenever it ends.
+            self._halt()
+            async with self.turn:  # a commit in flight ends first: no progress is written after ours
+                pass
+            winding_down = asyncio.ensure_future(self._wind_down(producer, loading))
+            _WINDING_DOWN.add(winding_down)
+            winding_down.add_done_callback(_WINDING_DOWN.discard)
+            raise TaskInterrupt
+        await self._wind_down(producer, loading)
         if self.first_error is not None:
             raise self.first_error
+
+    async def _wind_down(self, producer: asyncio.Future[None], loading: asyncio.Future[Any]) -> None:
+        producer.cancel()
+        await asyncio.gather(producer, loading, return_exceptions=True)
+        self._close_reader()
 
     async def _guarded(self, work: Any) -> None:
         """Run one part; the first failure (a pause's TaskInterrupt too) stops all the others."""
@@ -180,6 +201,8 @@ class ParallelLoad:
             self._adapt(used, time.perf_counter() - began)
             await self.turn.acquire()
             holding = True
+            if loader.halt.is_set():
+                raise TaskInterrupt  # stopped meanwhile: this batch rolls back, to be redone
             merged = with_range(state, batch.offset, batch.offset + used, lines, rows)
             self.tick(merged)
             committed.update(merged)
