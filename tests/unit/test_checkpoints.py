@@ -40,6 +40,7 @@ def test_import_checkpoint_keeps_its_stored_keys() -> None:
         "first_line",
         "fallbacks",
         "reject_multipart",
+        "loaded",
     }
     assert SourceFingerprint.__required_keys__ == {"size", "mtime_ns", "sha256_head_tail"}
 

@@ -70,3 +70,31 @@ def test_data_end_drops_trailing_blank_lines():
     assert csv_scan.data_end(b"a\r\n1\r\n\r\n", 8) == 6
     assert csv_scan.data_end(b"a\n1", 3) == 3
     assert csv_scan.data_end(b"\n\n", 2) == 0
+
+
+def test_whole_column_inference_agrees_with_asking_each_value():
+    """The one-regex-per-column path gives what merging every value's own type gives."""
+    import random
+
+    from app.services.csv_import.scan import _column_type, merge_type, value_type
+
+    pools = [
+        ["1", "-22", "+3", "007", "9223372036854775807", "9223372036854775808", "12345678901234567890"],
+        ["1.5", ".5", "2.", "1e5", "-3.25E-2", "4"],
+        ["2024-01-02", "2024-02-30", "1999-12-31"],
+        ["2024-01-02 03:04:05", "2024-01-02T03:04", "2024-01-02 03:04:05.123456", "2024-13-01 00:00"],
+        ["true", "f", " 5 ", "n/a", "", "x\ny", "2024-01-02+01"],
+        [f"20{y:02}-{m:02}-{d:02}" for y in range(30) for m in (1, 2, 12) for d in (1, 28, 29, 30)],
+        [f"2024-0{m}-1{d} {h:02}:{h:02}:0{d}" for m in range(1, 10) for d in range(10) for h in (0, 9, 23)],
+        [f"{i}.{i % 7}" for i in range(200)],
+    ]
+    rng = random.Random(3)
+    for _ in range(400):
+        chosen = rng.sample(pools, rng.randint(1, 2))
+        values = {rng.choice(rng.choice(chosen)) for _ in range(40)}
+        values |= {str(rng.randint(0, 10**6)) for _ in range(rng.randint(0, 30))} if rng.random() < 0.5 else set()
+        expected = None
+        for value in values:
+            if value:
+                expected = merge_type(expected, value_type(value))
+        assert _column_type(set(values)) == (expected or "text"), sorted(values)
