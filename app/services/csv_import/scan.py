@@ -53,6 +53,21 @@ class CsvError(ValueError):
 
 # -- record boundaries --------------------------------------------------------------------
 
+# Scans of a whole batch go a piece at a time: a C call over 32 MiB would hold the GIL for
+# tens of milliseconds, and the event loop (answering a pause) waits for every one of them.
+SCAN_PIECE = 1 << 20
+
+
+def count_byte(data: bytes, byte: bytes, start: int = 0, end: int | None = None) -> int:
+    end = len(data) if end is None else end
+    return sum(data.count(byte, at, min(at + SCAN_PIECE, end)) for at in range(start, end, SCAN_PIECE))
+
+
+def contains(data: bytes, needle: bytes) -> bool:
+    step, overlap = SCAN_PIECE, len(needle) - 1
+    return any(data.find(needle, at, at + step + overlap) >= 0 for at in range(0, len(data), step))
+
+
 
 def last_boundary(buf: bytes | memoryview, start: int, limit: int, quote: int) -> int | None:
     """End (exclusive) of the last complete record in ``buf[start:limit]``, or None.
@@ -64,7 +79,7 @@ def last_boundary(buf: bytes | memoryview, start: int, limit: int, quote: int) -
     newline = data.rfind(b"\n", start, limit)
     if newline < 0:
         return None
-    quotes = data.count(q, start, newline)
+    quotes = count_byte(data, q, start, newline)
     while quotes % 2:
         previous = data.rfind(b"\n", start, newline)
         if previous < 0:

@@ -369,7 +369,7 @@ class BatchReader:
                 cut = len(buf)
                 break
             if offset + len(buf) >= self.end:  # the last batch: everything that is left
-                if buf.count(bytes([self.quote])) % 2:
+                if csv_scan.count_byte(buf, bytes([self.quote])) % 2:
                     opened = last_cut(buf, self.quote) or 0  # the record that never closes starts here
                     raise RecordError("unterminated quoted field", buf.count(b"\n", 0, opened))
                 cut = len(buf)
@@ -385,8 +385,8 @@ class BatchReader:
         if not self.split:
             whole = buf if cut == len(buf) else buf[:cut]
             batch.chunks.append(whole)
-            batch.lines = whole.count(b"\n")
-            batch.has_end_marker = b"\\." in whole
+            batch.lines = csv_scan.count_byte(whole, b"\n")
+            batch.has_end_marker = csv_scan.contains(whole, b"\\.")
             return batch
         pos = 0
         while pos < cut:
