@@ -14,9 +14,11 @@ trace, and a batch that commits is never dropped by a later write. A resume read
 ``offset`` and steps over the listed ranges: it loads exactly the missing ones (its batches
 may be cut differently; a range is only ever recorded with the records it holds).
 
-A pause cancels every running COPY (each batch rolls back and is redone later), so its
-latency is one cancel and one rollback, whatever N is. The first error stops the other
-streams the same way and is the one raised. Used for ``on_error=abort`` imports only: a
+A pause cancels every running COPY (each batch rolls back and is redone later) and the task
+settles as soon as a commit in flight has ended, not after the rollbacks: a later commit
+cannot happen (a stream that gets its turn after the stop rolls back instead), so the ledger
+and the progress the settle writes agree. The first error stops the other streams the same
+way and is the one raised. Used for ``on_error=abort`` imports only: a
 reject file is written in record order, which one stream keeps by itself.
 """
 
