@@ -91,6 +91,18 @@ async def _sha256(client, url: str) -> str | None:
     return (await client.get(f"{url}/info")).json()["sha256"]
 
 
+async def test_asking_for_the_same_final_again_answers_the_one_already_made(client, app):
+    urls = [await _partial(client, b"ab"), await _partial(client, b"cd")]
+    first = await _final(client, urls)
+    again = await _final(client, [BASE + url for url in urls])
+    assert first.status_code == again.status_code == 201
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["upload-offset"] == "4"
+    assert "already concatenated" in _problem(await _final(client, urls[::-1]), 410)
+    other = await key_headers(app, "mallory")
+    assert _problem(await _final(client, urls, other), 404) == f"no upload with id {_id(urls[0])!r}"
+
+
 async def test_head_reports_upload_concat_on_partials_and_finals(client):
     first = await _partial(client, b"abc")
     open_partial = await new_upload(client, 10, **{"Upload-Concat": "partial"})
@@ -180,7 +192,7 @@ async def test_unknown_unfinished_and_non_partial_uploads_are_refused(client):
     assert "not a partial upload" in _problem(await _final(client, [done, plain]), 409)
     final = (await _final(client, [done])).headers["location"].removeprefix(BASE)
     assert "not a partial upload" in _problem(await _final(client, [final]), 409)
-    assert "already concatenated" in _problem(await _final(client, [done]), 410)
+    assert "already concatenated" in _problem(await _final(client, [done, await _partial(client, b"d")]), 410)
     terminated = await _partial(client, b"z")
     assert (await client.delete(terminated, headers=TUS)).status_code == 204
     assert "terminated" in _problem(await _final(client, [terminated]), 410)
@@ -255,3 +267,12 @@ async def test_a_final_imports_like_any_upload(env: ImportEnv):
     task = await env.run(file_id=_id(final), table="joined")
     assert task["state"] == "succeeded", task
     assert task["result"]["rows"] == 200
+
+
+async def test_a_partial_whose_bytes_vanished_is_404_and_frees_the_others(client, app):
+    urls = [await _partial(client, b"abc"), await _partial(client, b"def")]
+    await app.state.store.delete(_id(urls[1]), None)  # behind the service's back
+    assert "are missing" in _problem(await _final(client, urls), 404)
+    first = await get_row(app, _id(urls[0]))
+    assert first.state == "complete" and first.lock_token is None
+    assert (await client.head(urls[0], headers=TUS)).status_code == 200

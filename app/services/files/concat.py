@@ -12,6 +12,7 @@ A partial is consumed by its final: the owner's quota counts its bytes once, in 
 the final is assembled both count; the final needs no room of its own). Holding the partials'
 lock keeps a PATCH or DELETE off them while their bytes are read (423).
 
+Asking for the same final again (a lost 201) answers the final already made.
 A final whose assembly died (a crash, a lost lease) never completes: its lock lapses, and a
 new final naming the same partials takes them over (the dead one expires, its bytes are swept).
 Unfinished partials are refused (409): this server does not offer concatenation-unfinished.
@@ -57,6 +58,9 @@ async def create_final(
     now = utcnow()
     async with database.sessionmaker() as session:
         await lock_owner(session, principal.owner)  # one claim at a time per owner
+        again = await _made_already(session, principal, part_ids)
+        if again is not None:
+            return again
         parts = await _claimable(session, settings, principal, part_ids)
         length = sum(int(part.length or 0) for part in parts)
         if length > settings.max_upload_bytes:
@@ -103,6 +107,18 @@ async def create_final(
             raise
     sources = [(part.id, int(part.length or 0)) for part in parts]
     return await _assemble(database, settings, store, final, token, sources)
+
+
+async def _made_already(session: AsyncSession, principal: Principal, part_ids: list[str]) -> File | None:
+    """The complete final of exactly these partials: a client that lost the 201 and asks again
+    gets the same final (its partials are gone, it could not make another one)."""
+    first = await session.get(File, part_ids[0])
+    if first is None or first.owner != principal.owner or first.state != DELETED or first.concat_into is None:
+        return None
+    final = await session.get(File, first.concat_into)
+    if final is None or final.owner != principal.owner or final.state != COMPLETE or final.concat_parts != part_ids:
+        return None
+    return final
 
 
 def _unlocked(now: Any) -> Any:

@@ -40,7 +40,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from app.config import Settings
-from app.errors import PayloadTooLarge
+from app.errors import NotFound, PayloadTooLarge
 from app.metrics import BYTES_UPLOADED, OBJECT_STORE_BYTES, OBJECT_STORE_ERRORS, OBJECT_STORE_REQUESTS
 from app.models import File
 from app.services.files import writer
@@ -227,7 +227,12 @@ class S3Store:
             async with room:
                 return {"PartNumber": number, "ETag": await self._concat_part(key, upload_id, number, sources, ranges)}
 
-        parts = await asyncio.gather(*(part(number, ranges) for number, ranges in enumerate(plan, 1)))
+        try:
+            parts = await asyncio.gather(*(part(number, ranges) for number, ranges in enumerate(plan, 1)))
+        except ClientError as exc:
+            if _missing(exc):  # a partial's object vanished under its row
+                raise NotFound("the bytes of a partial upload are missing") from None
+            raise
         await self._call("complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
 
     async def _concat_part(

@@ -197,7 +197,10 @@ class LocalStore:
 
     async def concatenate(self, file_id: str, multipart: dict[str, Any] | None, sources: list[tuple[str, int]]) -> None:
         paths = [(file_path(self.settings, source), size) for source, size in sources]
-        await asyncio.to_thread(_concatenate, file_path(self.settings, file_id), paths)
+        try:
+            await asyncio.to_thread(_concatenate, file_path(self.settings, file_id), paths)
+        except FileNotFoundError as exc:  # the bytes under a row vanished: as a download would say
+            raise missing(Path(str(exc.filename)).name) from None
 
     async def stat(self, file_id: str) -> Stat | None:
         try:
@@ -235,7 +238,7 @@ def _concatenate(target: Path, sources: list[tuple[Path, int]]) -> None:
         out.truncate(0)
         for path, size in sources:
             with path.open("rb") as source:
-                _copy(source.fileno(), out.fileno(), size)
+                _copy(source.fileno(), out.fileno(), size, path)
         os.fsync(out.fileno())
     directory = os.open(target.parent, os.O_RDONLY)
     try:
@@ -244,7 +247,7 @@ def _concatenate(target: Path, sources: list[tuple[Path, int]]) -> None:
         os.close(directory)
 
 
-def _copy(source: int, target: int, size: int) -> None:
+def _copy(source: int, target: int, size: int, path: Path) -> None:
     copied = 0
     while copied < size:
         try:
@@ -253,8 +256,8 @@ def _copy(source: int, target: int, size: int) -> None:
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             moved = _read_write(source, target, min(size - copied, READ_BYTES))
-        if moved == 0:
-            raise RuntimeError(f"a partial upload holds fewer than its {size} bytes")
+        if moved == 0:  # fewer bytes than the row says: as good as missing
+            raise FileNotFoundError(errno.ENOENT, "shorter than its length", path)
         copied += moved
 
 
