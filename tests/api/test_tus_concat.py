@@ -276,3 +276,22 @@ async def test_a_partial_whose_bytes_vanished_is_404_and_frees_the_others(client
     first = await get_row(app, _id(urls[0]))
     assert first.state == "complete" and first.lock_token is None
     assert (await client.head(urls[0], headers=TUS)).status_code == 200
+
+
+async def test_a_final_of_empty_partials_is_complete_and_empty(client, app):
+    urls = [await _partial(client, b""), await _partial(client, b"")]
+    response = await _final(client, urls)
+    assert response.status_code == 201, response.text
+    final = response.headers["location"]
+    assert response.headers["upload-offset"] == response.headers["upload-length"] == "0"
+    assert (await client.get(final)).content == b""
+    assert (await client.get(f"{final}/info")).json()["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert [(await get_row(app, _id(url))).state for url in urls] == ["deleted", "deleted"]
+    assert (await _final(client, urls)).headers["location"] == final
+
+
+async def test_a_partial_being_concatenated_refuses_patch_and_delete(client, app):
+    url = await _partial(client, b"abc")
+    await set_row(app, _id(url), lock_token="t", lock_expires_at=utcnow() + timedelta(minutes=5))
+    _problem(await client.delete(url, headers=TUS), 423)
+    _problem(await patch(client, url, 3, b""), 423)

@@ -36,6 +36,7 @@ from app.models import File, new_id, utcnow
 from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, FINAL, PARTIAL, UPLOADING
 from app.services.files.store import ByteStore
 from app.services.files.sweeper import compute_sha256_later
+from app.services.files.uploads import EMPTY_SHA256
 from app.services.owners.keys import Principal
 from app.services.owners.limits import lock_owner
 
@@ -70,10 +71,12 @@ async def create_final(
                 headers={"Tus-Max-Size": str(settings.max_upload_bytes)},
             )
         lease = now + timedelta(seconds=settings.lease_seconds)
+        empty = length == 0  # nothing to copy: complete at once, as an empty upload is
+        claim: dict[str, Any] = {"state": DELETED} if empty else {"lock_token": token, "lock_expires_at": lease}
         claimed = await session.execute(
             update(File)
             .where(File.id.in_(part_ids), File.state == COMPLETE, _unlocked(now))
-            .values(concat_into=final_id, lock_token=token, lock_expires_at=lease, lock_reserve=None)
+            .values(concat_into=final_id, lock_reserve=None, updated_at=now, **claim)
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != len(part_ids):  # type: ignore[attr-defined]  # a CursorResult
@@ -87,24 +90,29 @@ async def create_final(
             metadata_=metadata,
             length=length,
             offset=0,
-            state=UPLOADING,
+            state=COMPLETE if empty else UPLOADING,
             concat=FINAL,
             concat_parts=list(part_ids),
-            lock_token=token,
-            lock_expires_at=lease,
-            expires_at=now + timedelta(seconds=settings.upload_expiry_seconds),
+            lock_token=None if empty else token,
+            lock_expires_at=None if empty else lease,
+            expires_at=None if empty else now + timedelta(seconds=settings.upload_expiry_seconds),
             created_at=now,
             updated_at=now,
+            completed_at=now if empty else None,
+            sha256=EMPTY_SHA256 if empty else None,
         )
         session.add(final)
         await session.flush()
-        final.multipart = await store.create(final_id, empty=False)
+        final.multipart = await store.create(final_id, empty=empty)
         try:
             await session.commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.shield(store.delete(final_id, final.multipart))
             raise
+    if empty:
+        await _drop_partials(store, part_ids)
+        return final
     sources = [(part.id, int(part.length or 0)) for part in parts]
     return await _assemble(database, settings, store, final, token, sources)
 
@@ -181,13 +189,18 @@ async def _assemble(
         with contextlib.suppress(asyncio.CancelledError):
             await beat
     done = await _complete(database, final, token, [source for source, _ in sources])
-    for source, _ in sources:  # no row names these bytes any more (best effort: the sweeper is the backstop)
-        try:
-            await store.delete(source, None)
-        except Exception:
-            logger.warning("could not remove the bytes of partial upload %s", source, exc_info=True)
+    await _drop_partials(store, [source for source, _ in sources])
     compute_sha256_later(database, store, final.id)
     return done
+
+
+async def _drop_partials(store: ByteStore, part_ids: list[str]) -> None:
+    """No row names these bytes any more (best effort)."""
+    for part_id in part_ids:
+        try:
+            await store.delete(part_id, None)
+        except Exception:
+            logger.warning("could not remove the bytes of partial upload %s", part_id, exc_info=True)
 
 
 async def _keep_lease(database: Database, settings: Settings, token: str) -> None:
