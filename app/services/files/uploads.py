@@ -48,7 +48,7 @@ from app.errors import (
 )
 from app.models import File, new_id, utcnow
 from app.services.files import writer
-from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, FINAL, UPLOADING, WRITING, find_file
+from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, FINAL, PARTIAL, UPLOADING, WRITING, find_file
 from app.services.files.store import ByteStore
 from app.services.files.sweeper import compute_sha256_later
 from app.services.owners.keys import Principal
@@ -391,7 +391,7 @@ async def _write(
         await _drop_unclaimed(store, row, state)
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
     await store.settled(row, state)
-    if done:  # the whole-file SHA-256 is computed off the request path
+    if done and row.concat != PARTIAL:  # off the request path (a partial is not hashed: its final will be)
         compute_sha256_later(database, store, row.id)
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
