@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -295,3 +296,11 @@ async def test_a_partial_being_concatenated_refuses_patch_and_delete(client, app
     await set_row(app, _id(url), lock_token="t", lock_expires_at=utcnow() + timedelta(minutes=5))
     _problem(await client.delete(url, headers=TUS), 423)
     _problem(await patch(client, url, 3, b""), 423)
+
+
+async def test_two_finals_racing_for_the_same_partials_make_one_file(client):
+    urls = [await _partial(client, os.urandom(1000)), await _partial(client, os.urandom(2000))]
+    answers = await asyncio.gather(_final(client, urls), _final(client, urls))
+    made = {a.headers["location"] for a in answers if a.status_code == 201}
+    assert len(made) == 1 and all(a.status_code in (201, 409) for a in answers), [a.text for a in answers]
+    assert len((await client.get(made.pop())).content) == 3000
