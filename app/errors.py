@@ -57,6 +57,12 @@ class Unauthorized(TSMError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extra)
 
 
+class Forbidden(TSMError):
+    """This request is never allowed on this resource."""
+
+    status, title = 403, "Forbidden"
+
+
 class NotFound(TSMError):
     """No such resource."""
 

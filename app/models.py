@@ -146,6 +146,11 @@ class File(Base):
     # An unfinished upload in object storage: its multipart upload id, the parts S3 acknowledged
     # (number, ETag, size) and the tail object (see services/files/s3store.py). None on disk.
     multipart: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # tus concatenation (services/files/concat.py): "partial" or "final"; a final's partial ids in
+    # order; on a partial, the final that claimed it (its bytes are read until that one completes).
+    concat: Mapped[str | None] = mapped_column(String(8), default=None)
+    concat_parts: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    concat_into: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class OwnerLock(Base):

@@ -2,6 +2,8 @@
 
     upload 1 GiB: one PATCH, and 8 MiB PATCHes  — tsm (PostgreSQL)  vs  @tus/server + @tus/file-store
     download 1 GiB: full GET, and one 512 MiB Range — tsm             vs  nginx (sendfile on)
+    --only concat: 1 GiB as one stream  vs  2 and 4 parallel partial uploads + the final (tus
+                   concatenation), tsm against itself, paired rounds: median and spread
 
 Every server gets the same minimal HTTP/1.1 client (one keep-alive socket; request bodies go
 out with sendfile, response bodies are read into one reused buffer and dropped), so the client
@@ -13,6 +15,7 @@ Peers (installed once, outside the repository):
     apt-get install -y nginx-light
 
     .venv/bin/python bench/bench_files.py [--size-mib 1024] [--repeat 3]
+    .venv/bin/python bench/bench_files.py --only concat --repeat 5
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -149,6 +154,69 @@ def upload(port: int, data: Path, chunk: int | None) -> tuple[float, str]:
         return time.perf_counter() - started, path
 
 
+def stream(port: int, data: Path, start: int, end: int, concat: dict[str, str]) -> str:
+    """POST an upload of bytes ``start..end`` of ``data`` and send them in one PATCH; its path."""
+    with Connection("127.0.0.1", port) as conn, data.open("rb") as source:
+        headers = {"Upload-Length": str(end - start), "Tus-Resumable": "1.0.0", **concat}
+        status, answer = conn.request("POST", "/files", headers)
+        assert status == 201, (status, answer)
+        path = urlsplit(answer["location"]).path
+        patch = {"Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+        status, answer = conn.request("PATCH", path, patch, body=(source, start, end - start))
+        assert status == 204 and int(answer["upload-offset"]) == end - start, (status, answer)
+        return path
+
+
+def parallel_upload(port: int, data: Path, streams: int) -> tuple[float, float, str]:
+    """The whole file as ``streams`` parallel partial uploads and their final (one stream: a
+    plain upload); seconds from the first POST to the final's 201, of them the final's POST,
+    and the file's path."""
+    size = data.stat().st_size
+    cuts = [size * i // streams for i in range(streams + 1)]
+    os.sync()
+    started = time.perf_counter()
+    if streams == 1:
+        path = stream(port, data, 0, size, {})
+        return time.perf_counter() - started, 0.0, path
+    with ThreadPoolExecutor(streams) as pool:
+        partial = {"Upload-Concat": "partial"}
+        paths = list(pool.map(lambda i: stream(port, data, cuts[i], cuts[i + 1], partial), range(streams)))
+    with Connection("127.0.0.1", port) as conn:
+        final_started = time.perf_counter()
+        status, answer = conn.request(
+            "POST", "/files", {"Tus-Resumable": "1.0.0", "Upload-Concat": "final;" + " ".join(paths)}
+        )
+    ended = time.perf_counter()
+    assert status == 201, (status, answer)
+    return ended - started, ended - final_started, urlsplit(answer["location"]).path
+
+
+def concat_rounds(port: int, data: Path, rounds: int) -> None:
+    """Paired rounds (each runs 1, 2 and 4 streams, the order rotating); per-round ratios."""
+    size = data.stat().st_size
+    counts = (1, 2, 4)
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    finals: dict[int, list[float]] = {n: [] for n in counts}
+    for number in range(rounds):
+        order = counts[number % 3 :] + counts[: number % 3]
+        for streams in order:
+            seconds, final, path = parallel_upload(port, data, streams)
+            rates[streams].append(size / seconds / MIB)
+            finals[streams].append(final)
+            wait_hashed(port, path)  # the background SHA-256 must not overlap the next run
+            with Connection("127.0.0.1", port) as conn:
+                conn.request("DELETE", path, {"Tus-Resumable": "1.0.0"})
+    print(f"\nconcatenation benchmark: {size // MIB} MiB, {rounds} paired rounds, loopback, {os.cpu_count()} CPUs")
+    print(f"{'case':<34}{'median MB/s':>12}{'min':>8}{'max':>8}{'ratio (median, min-max)':>28}{'final POST s':>14}")
+    for streams in counts:
+        ratios = [rate / single for rate, single in zip(rates[streams], rates[1], strict=True)]
+        label = "1 stream (plain upload)" if streams == 1 else f"{streams} partial streams + final"
+        spread = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        row = rates[streams]
+        final = statistics.median(finals[streams])
+        print(f"{label:<34}{statistics.median(row):>12.0f}{min(row):>8.0f}{max(row):>8.0f}{spread:>28}{final:>14.2f}")
+
+
 def durable_disk(data: Path, target: Path, chunk: int | None) -> float:
     """The disk alone, no HTTP: each PATCH's bytes written (O_DIRECT) and fdatasync'ed, as the
     tus rule "never report an offset ahead of the disk" needs. Returns the seconds spent writing."""
@@ -212,30 +280,34 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
-        "--only", choices=("upload-1", "upload-8mib", "uploads"), help="run only one upload case (no downloads)"
+        "--only",
+        choices=("upload-1", "upload-8mib", "uploads", "concat"),
+        help="run only one upload case (no downloads); concat: parallel partial uploads vs one stream",
     )
     args = parser.parse_args()
     size = args.size_mib * MIB
 
-    if not (PEER_DIR / "node_modules/@tus/file-store").exists():
+    if args.only != "concat" and not (PEER_DIR / "node_modules/@tus/file-store").exists():
         subprocess.run(
             ["npm", "install", "--prefix", str(PEER_DIR), "--no-audit", "--no-fund", "@tus/server", "@tus/file-store"],
             check=True,
         )
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
+    if args.only != "concat" and not Path(nginx).exists():
         print("nginx is missing: apt-get install -y nginx-light", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="tsm-bench-files-"))
+    # The concatenation case has its own database and directory: it may run beside the others.
+    bench_db = BENCH_DB + ("_concat" if args.only == "concat" else "")
+    work = Path(tempfile.mkdtemp(prefix="tsm-bench-concat-" if args.only == "concat" else "tsm-bench-files-"))
     work.chmod(0o755)  # nginx workers run as www-data
     data = work / "data.bin"
     processes: list[subprocess.Popen[bytes]] = []
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-    asyncio.run(admin(f'CREATE DATABASE "{BENCH_DB}"'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{bench_db}"'))
     try:
         make_data(data, size)
-        db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{BENCH_DB}"
+        db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{bench_db}"
         tsm_port, tus_port, nginx_port = free_port(), free_port(), free_port()
         env = {
             **os.environ,
@@ -248,6 +320,14 @@ def main() -> int:
         log = (work / "servers.log").open("ab")
         tsm = subprocess.Popen([sys.executable, "-m", "app", "run"], env=env, cwd=ROOT, stdout=log, stderr=log)
         processes.append(tsm)
+        if args.only == "concat":
+            wait_port(tsm_port, tsm)
+            try:
+                concat_rounds(tsm_port, data, max(args.repeat, 5))
+            except Exception:
+                print((work / "servers.log").read_text()[-4000:], file=sys.stderr)
+                raise
+            return 0
         (PEER_DIR / "bench_server.mjs").write_text(TUS_SERVER_JS)
         (work / "tus").mkdir()
         tus = subprocess.Popen(
@@ -326,7 +406,7 @@ def main() -> int:
         for process in processes:
             stop(process)
         shutil.rmtree(work, ignore_errors=True)
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
     upload  --size, --chunk PATCHes tsm / @tus   throughput ratio   target >= 1.2
     download full GET              tsm / direct presigned GET from the gateway, target >= 0.8
     (and the gateway's own write ceiling: the same bytes in one presigned PUT, no tus server)
+    --only concat: one stream vs 2 and 4 parallel partial uploads + the final (tus concatenation,
+                   the final copied inside S3), tsm against itself (bench_files.concat_rounds)
 
 Every round runs each case once for both sides, the order alternating round by round (the
 machine is shared and its load drifts); each round's figures are printed, then the median and
@@ -18,6 +20,7 @@ The peer is installed once, outside the repository (done here if missing):
     npm install --prefix ~/.cache/tsm-bench/node @tus/server @tus/s3-store
 
     .venv/bin/python bench/bench_s3.py [--size 256MiB|1GiB] [--chunk 8MiB] [--rounds 5] [--sqlite]
+    .venv/bin/python bench/bench_s3.py --only concat --size 1GiB --rounds 5
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import botocore.session
-from bench_files import admin, make_data, stop, upload, wait_hashed, wait_port  # beside this script
+from bench_files import admin, concat_rounds, make_data, stop, upload, wait_hashed, wait_port  # beside this script
 from files_http import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace, work: Path, s3: S3Server) -> list[str]:
     if args.sqlite:
         db_url = f"sqlite+aiosqlite:///{work / 'tsm' / 'tsm.sqlite3'}"
     else:
-        db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{BENCH_DB}"
+        db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{_db(args)}"
     store_env = {
         "TSM_STORAGE_URL": f"s3://{s3.bucket}/{PREFIX}",
         "TSM_S3_ENDPOINT_URL": s3.endpoint_url,
@@ -197,6 +200,10 @@ def run(args: argparse.Namespace, work: Path, s3: S3Server) -> list[str]:
         "TSM_MAX_CHUNK_BYTES": str(max(args.size, 8 * MIB)),
     }
     (work / "tsm").mkdir()
+    if args.only == "concat":
+        with LiveServer(db_url, work / "tsm", **SERVER_ENV, **store_env) as tsm:
+            concat_rounds(tsm.port, data, max(args.rounds, 5))
+        return []
     tus_port = free_port()
     with (work / "tus.log").open("ab") as log:
         command = ["node", str(PEER_DIR / "bench_s3_server.mjs"), str(tus_port), s3.endpoint_url]
@@ -228,18 +235,25 @@ def run(args: argparse.Namespace, work: Path, s3: S3Server) -> list[str]:
         stop(tus)
 
 
+def _db(args: argparse.Namespace) -> str:
+    """The concatenation case has a database of its own: it may run beside the others."""
+    return BENCH_DB + ("_concat" if args.only == "concat" else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=parse_size("256MiB"), help="bytes per upload (256MiB, 1GiB)")
     parser.add_argument("--chunk", type=parse_size, default=parse_size("8MiB"), help="PATCH size of the chunked case")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sqlite", action="store_true", help="the service on SQLite instead of PostgreSQL")
+    parser.add_argument("--only", choices=("concat",), help="concat: parallel partial uploads vs one stream")
     args = parser.parse_args()
-    install_peer()
+    if args.only != "concat":
+        install_peer()
     work = Path(tempfile.mkdtemp(prefix="tsm-bench-s3-"))
     if not args.sqlite:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
-        asyncio.run(admin(f'CREATE DATABASE "{BENCH_DB}"'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{_db(args)}" WITH (FORCE)'))
+        asyncio.run(admin(f'CREATE DATABASE "{_db(args)}"'))
     try:
         with seaweedfs(work / "s3") as s3:
             database = "SQLite" if args.sqlite else "PostgreSQL"
@@ -249,6 +263,8 @@ def main() -> int:
                 flush=True,
             )
             lines = run(args, work, s3)
+        if not lines:
+            return 0
         print()
         for line in lines:
             print(line)
@@ -257,7 +273,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.sqlite:
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{_db(args)}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ upload service only ever sees validated values:
     Upload-Offset / Upload-Length   1*DIGIT (no sign, no spaces), at most 2^63-1
     Upload-Metadata                 key SP base64(value) *( "," key [SP base64(value)] )
     Upload-Checksum                 algorithm SP base64(digest)   (sha1, sha256, md5)
+    Upload-Concat                   "partial" / "final;" URL *( SP URL )   (URL: absolute or a
+                                    path, ending in /files/<upload id>; at most MAX_CONCAT_PARTS)
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import unicodedata
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.errors import BadRequest, PreconditionFailed
+from app.models import is_uuid
 from app.schemas import BIGINT_MAX
 
 TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"
+TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation"
 CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 MAX_METADATA_HEADER = 8192
 MAX_METADATA_PAIRS = 64
+MAX_CONCAT_PARTS = 64
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _KEY = re.compile(r"[!-+\--~]+")  # visible ASCII without ","; spaces are the separator
@@ -157,6 +162,51 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
     if len(digest) != hashlib.new(algorithm).digest_size:
         raise BadRequest(f"Upload-Checksum digest has the wrong length for {algorithm}")
     return algorithm, digest
+
+
+def parse_concat(header: str | None) -> list[str] | None:
+    """Upload-Concat → None (absent), [] (``partial``) or the final's partial ids, in order."""
+    if header is None:
+        return None
+    value = header.strip()
+    if value == "partial":
+        return []
+    kind, _, urls = value.partition(";")
+    if kind.strip() != "final":
+        raise BadRequest("Upload-Concat must be `partial` or `final;<url> <url> ...`")
+    parts = urls.split()
+    if not parts:
+        raise BadRequest("Upload-Concat: final; names no partial uploads")
+    if len(parts) > MAX_CONCAT_PARTS:
+        raise BadRequest(f"Upload-Concat names {len(parts)} partial uploads; at most {MAX_CONCAT_PARTS} are allowed")
+    ids = [_upload_id(url) for url in parts]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise BadRequest(f"Upload-Concat names partial upload {twice} more than once")
+    return ids
+
+
+def _upload_id(url: str) -> str:
+    """The upload id an absolute or path URL names (…/files/<id>); the host is not checked:
+    a proxy may have rewritten it, and the id alone decides (owner-scoped) what is read."""
+    bad = BadRequest(f"Upload-Concat: {url[:80]!r} is not the URL of an upload (…/files/<id>)")
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        raise bad from None
+    if split.scheme not in ("", "http", "https") or split.query or split.fragment:
+        raise bad
+    segments = split.path.split("/")
+    if len(segments) < 3 or segments[-2] != "files" or not is_uuid(segments[-1]) or not split.path.startswith("/"):
+        raise bad
+    return segments[-1]
+
+
+def format_concat(parts: list[str] | None, base_url: str) -> str:
+    """Upload-Concat as HEAD reports it: ``partial``, or ``final;`` and the partials' URLs."""
+    if parts is None:
+        return "partial"
+    return "final;" + " ".join(f"{base_url}/files/{part}" for part in parts)
 
 
 def is_offset_stream(content_type: str | None) -> bool:

@@ -28,10 +28,12 @@ from app.http.tus import (
     TUS_EXTENSIONS,
     TUS_VERSION,
     check_version,
+    format_concat,
     format_metadata,
     http_date,
     is_offset_stream,
     parse_checksum,
+    parse_concat,
     parse_metadata,
     parse_uint,
     parse_upload_length,
@@ -41,8 +43,8 @@ from app.http.tus import (
 )
 from app.models import File
 from app.schemas import BIGINT_MAX
-from app.services.files import uploads
-from app.services.files.catalog import UPLOADING, find_file
+from app.services.files import concat, uploads
+from app.services.files.catalog import COMPLETE, FINAL, PARTIAL, UPLOADING, find_file
 from app.services.files.writer import BodyInterrupted
 
 
@@ -81,6 +83,13 @@ UPLOAD_LENGTH = (
     "The upload's size in bytes. (Instead, `Upload-Defer-Length: 1` defers it to a later PATCH.)",
 )
 UPLOAD_OFFSET = ("Upload-Offset", True, _SIZE, "Where this chunk starts: the offset HEAD reported.")
+UPLOAD_CONCAT = (
+    "Upload-Concat",
+    False,
+    {"type": "string", "examples": ["partial", "final;/files/<id> /files/<id>"]},
+    "tus concatenation: `partial` creates a partial upload; `final;` and the URLs of finished partial "
+    "uploads (yours, in order, at most 64) creates their concatenation, with no Upload-Length and no body.",
+)
 # Upload-Metadata and Upload-Checksum are documented in the route descriptions and the README:
 # their grammar (base64 of UTF-8, digests of an exact length) is more than a schema can say.
 OFFSET_BODY = {"content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
@@ -134,6 +143,23 @@ def _upload_headers(row: File) -> dict[str, str]:
     return headers
 
 
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _with_concat(headers: dict[str, str], row: File, request: Request) -> dict[str, str]:
+    """Upload-Concat for a partial or final; a final reports no offset until it is complete."""
+    if row.concat is None:
+        return headers
+    headers = {
+        **headers,
+        "Upload-Concat": format_concat(row.concat_parts if row.concat == FINAL else None, _base(request)),
+    }
+    if row.concat == FINAL and row.state != COMPLETE:
+        headers.pop("Upload-Offset", None)  # undefined until then (tus concatenation)
+    return headers
+
+
 def _patch_request(request: Request, offset_required: bool = True) -> uploads.PatchRequest:
     offset = parse_uint("Upload-Offset", request.headers.get("upload-offset"))
     if offset is None and offset_required:
@@ -165,12 +191,18 @@ async def tus_options(request: Request) -> Response:
     "",
     status_code=201,
     response_class=Response,
-    responses=problems(400, 401, 412, 413, 415, 429),
-    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_LENGTH, body="optional"),
+    responses=problems(400, 401, NOT_FOUND, 409, 410, 412, 413, 415, 423, 429),
+    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_LENGTH, UPLOAD_CONCAT, body="optional"),
 )
 async def create_upload(request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
-    """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload."""
+    """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload.
+
+    `Upload-Concat: partial` makes it a partial upload; `Upload-Concat: final;<urls>` concatenates
+    finished partial uploads into a new, complete upload (201 once its bytes are durable)."""
     check_version(request.headers.get("tus-resumable"))
+    parts = parse_concat(request.headers.get("upload-concat"))
+    if parts:
+        return await _create_final(request, database, principal, parts)
     settings = _settings(request)
     length = parse_upload_length(request.headers.get("upload-length"), request.headers.get("upload-defer-length"))
     metadata = parse_metadata(request.headers.get("upload-metadata"))
@@ -190,6 +222,7 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
         metadata=metadata,
         filename=safe_filename(metadata),
         content_type=safe_content_type(metadata),
+        concat=PARTIAL if parts is not None else None,
     )
     if patch is not None and row.length != 0:
         # The upload exists even if its first chunk failed: Upload-Offset tells what was kept.
@@ -197,7 +230,27 @@ async def create_upload(request: Request, database: DatabaseDep, principal: Prin
             row = await uploads.append(database, settings, _store(request), principal, row.id, patch, _body(request))
         async with database.sessionmaker() as session:
             row = await find_file(session, principal, row.id) or row
-    headers = {"Location": f"{str(request.base_url).rstrip('/')}/files/{row.id}", **_upload_headers(row)}
+    headers = {"Location": f"{_base(request)}/files/{row.id}", **_with_concat(_upload_headers(row), row, request)}
+    return Response(status_code=201, headers=headers)
+
+
+async def _create_final(request: Request, database: DatabaseDep, principal: PrincipalDep, parts: list[str]) -> Response:
+    if "upload-length" in request.headers or "upload-defer-length" in request.headers:
+        raise BadRequest("a final upload's length is the sum of its partial uploads': send no Upload-Length")
+    if parse_uint("Content-Length", request.headers.get("content-length")) or "transfer-encoding" in request.headers:
+        raise BadRequest("a final upload takes no body: its bytes are those of its partial uploads")
+    metadata = parse_metadata(request.headers.get("upload-metadata"))
+    row = await concat.create_final(
+        database,
+        _settings(request),
+        _store(request),
+        principal,
+        parts,
+        metadata=metadata,
+        filename=safe_filename(metadata),
+        content_type=safe_content_type(metadata),
+    )
+    headers = {"Location": f"{_base(request)}/files/{row.id}", **_with_concat(_upload_headers(row), row, request)}
     return Response(status_code=201, headers=headers)
 
 
@@ -216,7 +269,7 @@ async def head_upload(file_id: FileId, request: Request, session: SessionDep, pr
         return await download_response(request, session, principal, file_id, "HEAD")
     check_version(request.headers.get("tus-resumable"))
     row = await uploads.get_upload(session, principal, file_id)
-    headers = {**_upload_headers(row), "Cache-Control": "no-store"}
+    headers = {**_with_concat(_upload_headers(row), row, request), "Cache-Control": "no-store"}
     if row.metadata_:
         headers["Upload-Metadata"] = format_metadata(row.metadata_)
     return Response(status_code=200, headers=headers)
@@ -226,7 +279,20 @@ async def head_upload(file_id: FileId, request: Request, session: SessionDep, pr
     "/{file_id}",
     status_code=204,
     response_class=Response,
-    responses=problems(400, 401, NOT_FOUND, 409, 410, 412, 413, 415, 423, 460, 507),
+    responses=problems(
+        400,
+        401,
+        (403, "A final upload (concatenation) takes no PATCH."),
+        NOT_FOUND,
+        409,
+        410,
+        412,
+        413,
+        415,
+        423,
+        460,
+        507,
+    ),
     openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_OFFSET, body="required"),
 )
 async def patch_upload(file_id: FileId, request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:

@@ -13,6 +13,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.models import utcnow
 from app.services.files.s3store import PART_BYTES
@@ -188,3 +189,28 @@ async def test_a_multipart_upload_whose_row_was_never_committed_is_aborted(clien
     store = app.state.store
     uploads = await store.s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
     assert uploads.get("Uploads", []) == []
+
+
+def _requests(operation: str) -> float:
+    return REGISTRY.get_sample_value("tsm_object_store_requests_total", {"operation": operation}) or 0
+
+
+async def test_a_final_is_copied_inside_s3_and_leaves_one_object_and_no_partials(client, app):
+    pieces = [os.urandom(12 * MiB + 1), os.urandom(3 * MiB), os.urandom(9 * MiB)]
+    urls = []
+    for piece in pieces:
+        url = await new_upload(client, len(piece), **{"Upload-Concat": "partial"})
+        assert (await patch(client, url, 0, piece)).status_code == 204
+        urls.append(url)
+    copies, sent = _requests("upload_part_copy"), _requests("upload_part")
+    response = await client.post("/files", headers={**TUS, "Upload-Concat": "final;" + " ".join(urls)})
+    assert response.status_code == 201, response.text
+    final = _id(response.headers["location"])
+    # The first partial and the last 7 MiB are copied by S3; 3 MiB + 2 MiB travel as one part.
+    assert _requests("upload_part_copy") - copies == 2 and _requests("upload_part") - sent == 1
+    whole = b"".join(pieces)
+    assert (await client.get(f"/files/{final}")).content == whole
+    assert await poll(lambda: _sha256(client, final)) == hashlib.sha256(whole).hexdigest()
+    assert await s3_leftovers(app, final) == [app.state.store.key(final)]
+    for url in urls:
+        assert await s3_leftovers(app, _id(url)) == []

@@ -37,6 +37,9 @@ class FileOrigin(StrEnum):
 # Module-level names, so callers read ``COMPLETE`` as before.
 UPLOADING, COMPLETE, EXPIRED, DELETED, WRITING = FileState
 
+# ``File.concat`` of a tus concatenation's uploads (services/files/concat.py); None otherwise.
+PARTIAL, FINAL = "partial", "final"
+
 
 def visible(principal: Principal) -> Any:
     return True if principal.is_admin else File.owner == principal.owner

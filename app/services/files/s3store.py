@@ -18,6 +18,10 @@ completion names only the listed parts. Termination and expiry abort the multipa
 delete the tail. Downloads are ranged GETs, read ahead one block (or, with
 ``TSM_S3_PRESIGNED_REDIRECTS``, a 307 to a presigned GET for one full or one-range request).
 
+A tus final upload (concatenation) is one more multipart upload: every piece of a partial of
+at least 5 MiB is copied inside S3 (UploadPartCopy, ranges of at most 5 GiB), and the pieces
+under 5 MiB where partials meet are read and uploaded as one part (see ``plan_concat``).
+
 Every request goes through ``S3Store._call``, which counts it for /metrics by operation
 (``tsm_object_store_requests``, ``…_errors``, ``…_bytes``: bodies sent and received).
 """
@@ -36,7 +40,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from app.config import Settings
-from app.errors import PayloadTooLarge
+from app.errors import NotFound, PayloadTooLarge
 from app.metrics import BYTES_UPLOADED, OBJECT_STORE_BYTES, OBJECT_STORE_ERRORS, OBJECT_STORE_REQUESTS
 from app.models import File
 from app.services.files import writer
@@ -45,6 +49,8 @@ from app.services.files.store import ByteStore, Stat, read_ahead
 
 PART_BYTES = 5 << 20  # S3's smallest part but the last
 MAX_PARTS = 10_000  # S3's most parts in one upload: larger uploads need larger parts
+COPY_MAX_BYTES = 5 << 30  # S3's largest part, a copied one too
+COPIES_IN_FLIGHT = 4
 PRESIGN_SECONDS = 300  # a redirect is followed at once: short, so a leaked URL soon stops working
 MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
@@ -206,6 +212,52 @@ class S3Store:
             with contextlib.suppress(Exception):
                 await self._delete_key(multipart["tail_key"])
 
+    async def concatenate(self, file_id: str, multipart: dict[str, Any] | None, sources: list[tuple[str, int]]) -> None:
+        key = self.key(file_id)
+        upload_id = (multipart or {})["upload_id"]
+        plan = plan_concat([size for _, size in sources], PART_BYTES)
+        if not plan:  # S3 completes no upload without parts
+            await self._call("put_object", Key=key, Body=b"")
+            with contextlib.suppress(ClientError):
+                await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+            return
+        room = asyncio.Semaphore(COPIES_IN_FLIGHT)
+
+        async def part(number: int, ranges: list[tuple[int, int, int]]) -> dict[str, Any]:
+            async with room:
+                return {"PartNumber": number, "ETag": await self._concat_part(key, upload_id, number, sources, ranges)}
+
+        try:
+            parts = await asyncio.gather(*(part(number, ranges) for number, ranges in enumerate(plan, 1)))
+        except ClientError as exc:
+            if _missing(exc):  # a partial's object vanished under its row
+                raise NotFound("the bytes of a partial upload are missing") from None
+            raise
+        await self._call("complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+
+    async def _concat_part(
+        self, key: str, upload_id: str, number: int, sources: list[tuple[str, int]], ranges: list[tuple[int, int, int]]
+    ) -> str:
+        """One part of a final: copied inside S3 (one range), else read and uploaded (several)."""
+        if len(ranges) == 1:
+            index, first, end = ranges[0]
+            answer = await self._call(
+                "upload_part_copy",
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": self.key(sources[index][0])},
+                CopySourceRange=f"bytes={first}-{end - 1}",
+            )
+            return str(answer["CopyPartResult"]["ETag"])
+        data = bytearray()
+        for index, first, end in ranges:
+            answer = await self._call("get_object", Key=self.key(sources[index][0]), Range=f"bytes={first}-{end - 1}")
+            async with answer["Body"] as body:
+                data += await _counted(body.read)()
+        answer = await self._call("upload_part", Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(data))
+        return str(answer["ETag"])
+
     # -- reading ----------------------------------------------------------------------------
 
     async def _get(self, key: str) -> bytes:
@@ -327,6 +379,38 @@ class S3Store:
         except ClientError as exc:
             if not _missing(exc):
                 raise
+
+
+def plan_concat(sizes: list[int], part_bytes: int) -> list[list[tuple[int, int, int]]]:
+    """The parts of a final made of files of ``sizes``: each part a list of (file index, first,
+    end) ranges. Every part but the last holds at least ``part_bytes``; a part of one range is
+    copied inside S3, so a large partial costs no transfer, and only the pieces where partials
+    meet (under ``part_bytes``) are gathered together with what follows them.
+
+        sizes [12 MiB, 3 MiB, 9 MiB], 5 MiB ─▶ [a 0-12M] [b 0-3M + c 0-2M] [c 2-9M]
+    """
+    parts: list[list[tuple[int, int, int]]] = []
+    pending: list[tuple[int, int, int]] = []
+    pending_size = 0
+    for index, size in enumerate(sizes):
+        start = 0
+        if pending_size and size:  # fill the gathering part first
+            start = min(size, part_bytes - pending_size)
+            pending.append((index, 0, start))
+            pending_size += start
+            if pending_size >= part_bytes:
+                parts.append(pending)
+                pending, pending_size = [], 0
+        while size - start >= part_bytes:
+            end = start + min(size - start, COPY_MAX_BYTES)
+            parts.append([(index, start, end)])
+            start = end
+        if start < size:
+            pending.append((index, start, size))
+            pending_size += size - start
+    if pending:
+        parts.append(pending)
+    return parts
 
 
 class _PartPipeline:

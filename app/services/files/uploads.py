@@ -39,6 +39,7 @@ from app.errors import (
     BadRequest,
     ChecksumMismatch,
     Conflict,
+    Forbidden,
     Gone,
     InsufficientStorage,
     Locked,
@@ -47,7 +48,7 @@ from app.errors import (
 )
 from app.models import File, new_id, utcnow
 from app.services.files import writer
-from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, UPLOADING, WRITING, find_file
+from app.services.files.catalog import COMPLETE, DELETED, EXPIRED, FINAL, PARTIAL, UPLOADING, WRITING, find_file
 from app.services.files.store import ByteStore
 from app.services.files.sweeper import compute_sha256_later
 from app.services.owners.keys import Principal
@@ -84,10 +85,12 @@ async def create_upload(
     metadata: dict[str, str | None],
     filename: str | None,
     content_type: str | None,
+    concat: str | None = None,
 ) -> File:
     """A new, empty upload (row + room in the store), after every limit has been checked.
 
-    ``length`` None is a deferred length; ``filename`` and ``content_type`` come already made safe.
+    ``length`` None is a deferred length; ``filename`` and ``content_type`` come already made safe;
+    ``concat`` "partial" marks a part of a later final upload (services/files/concat.py).
     """
     if length is not None:
         _check_size(settings, length)
@@ -109,6 +112,7 @@ async def create_upload(
             updated_at=now,
             completed_at=now if length == 0 else None,
             sha256=EMPTY_SHA256 if length == 0 else None,  # complete at once: nothing to hash later
+            concat=concat,
         )
         session.add(row)
         await session.flush()
@@ -165,6 +169,7 @@ async def _acquire(
                     File.state.in_((UPLOADING, COMPLETE)),
                     or_(File.expires_at.is_(None), File.expires_at > now),
                     or_(File.lock_token.is_(None), File.lock_expires_at < now),
+                    or_(File.concat.is_(None), File.concat != FINAL),
                 )
                 .values(
                     lock_token=token,
@@ -180,6 +185,8 @@ async def _acquire(
         return token, row
     async with database.sessionmaker() as session:
         fresh = await get_upload(session, principal, file_id)
+    if fresh.concat == FINAL:
+        raise Forbidden("a final upload is made of its partial uploads: it takes no PATCH")
     if fresh.offset != request.offset:
         raise _offset_conflict(request.offset, fresh.offset)
     raise Locked(
@@ -384,7 +391,7 @@ async def _write(
         await _drop_unclaimed(store, row, state)
         raise Locked("this PATCH lost the upload's lock to another request; HEAD for the offset")
     await store.settled(row, state)
-    if done:  # the whole-file SHA-256 is computed off the request path
+    if done and row.concat != PARTIAL:  # off the request path (a partial is not hashed: its final will be)
         compute_sha256_later(database, store, row.id)
     if too_large is not None:
         raise PayloadTooLarge(f"{too_large.detail}; the bytes before the limit were kept (offset {offset})")
