@@ -78,9 +78,10 @@ _SIZE = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
 TUS_RESUMABLE = ("Tus-Resumable", True, {"type": "string", "enum": ["1.0.0"]}, "The tus version; others → 412.")
 UPLOAD_LENGTH = (
     "Upload-Length",
-    True,
+    False,
     _SIZE,
-    "The upload's size in bytes. (Instead, `Upload-Defer-Length: 1` defers it to a later PATCH.)",
+    "The upload's size in bytes: required, unless `Upload-Defer-Length: 1` defers it to a later PATCH "
+    "or `Upload-Concat: final;…` makes it the sum of the partial uploads' (then it must be absent).",
 )
 UPLOAD_OFFSET = ("Upload-Offset", True, _SIZE, "Where this chunk starts: the offset HEAD reported.")
 UPLOAD_CONCAT = (
