@@ -20,7 +20,7 @@ ranges are contiguous and follow the key, so the pages laid end to end are the s
 file byte for byte, whatever N is; the file grows in order, so only a prefix is ever durable
 and the checkpoint stays one position and one offset (on S3 one multipart upload, no parts to
 assemble). The parallelism is the N pages being formatted by the server at once, while the
-caller writes the oldest. Memory stays near N + 1 pages (at most MAX_PAGE_BYTES each). A pause
+caller writes the ones before. Memory stays near N + 2 pages (at most MAX_PAGE_BYTES each). A pause
 cancels the in-flight COPYs; a resume (or a retry after a crash) starts from the checkpoint's
 position in a new snapshot: one run's pages are one consistent view of the table, and rows
 changed between runs may or may not appear. The open snapshot holds back vacuum of the table's
@@ -256,29 +256,34 @@ class PgSource:
 
     async def pages(self, position: Any, limit: int) -> AsyncGenerator[Page, None]:
         """Pages in order, each COPYed by one of ``parallel`` worker connections (one snapshot)
-        while the caller writes, syncs and checkpoints the one before."""
+        while the caller writes, syncs and checkpoints the ones before."""
         if not self.workers:
             await self._share_snapshot()
         in_flight: deque[tuple[PagePlan, asyncio.Task[tuple[int, list[bytes]]]]] = deque()
         planned, exhausted, count = position, False, 0
-        try:
-            while True:
-                while not exhausted and len(in_flight) < len(self.workers):
-                    plan = await self._plan(planned, min(limit, self.row_cap))
-                    if plan is None:
-                        exhausted = True
-                        break
-                    planned = plan.position
-                    worker = self.workers[count % len(self.workers)]  # free: its last page was consumed
-                    count += 1
-                    in_flight.append((plan, asyncio.create_task(self._fetch(worker, plan.query))))
-                if not in_flight:
+
+        async def fill() -> None:
+            """Plan and start pages until every worker has one."""
+            nonlocal planned, exhausted, count
+            while not exhausted and len(in_flight) < len(self.workers):
+                plan = await self._plan(planned, min(limit, self.row_cap))
+                if plan is None:
+                    exhausted = True
                     return
+                planned = plan.position
+                worker = self.workers[count % len(self.workers)]  # free: its last page is fetched
+                count += 1
+                in_flight.append((plan, asyncio.create_task(self._fetch(worker, plan.query))))
+
+        try:
+            await fill()
+            while in_flight:
                 plan, fetching = in_flight.popleft()
                 rows, chunks = await fetching
-                if rows:  # wide rows make shorter pages: memory stays near parallel + 1 pages
+                if rows:  # wide rows make shorter pages: memory stays near parallel + 2 pages
                     self.row_cap = max(1, MAX_PAGE_BYTES * rows // max(1, sum(map(len, chunks))))
                 self._observe(plan, rows, min(limit, self.row_cap))
+                await fill()  # this page's worker starts the next one while the caller writes it
                 yield Page(plan.position, rows, chunks)
         finally:
             for _, fetching in in_flight:
