@@ -136,12 +136,12 @@ def key_shares(rows: int, parallel: int) -> list[str]:
 
 
 def service_query() -> str:
-    """The service's own SELECT for the bench table (its text formats), to check its bytes."""
+    """The service's own SELECT for the bench table (its text formats; DateStyle ISO), to check its bytes."""
     from app.services.csv_export.source_pg import canonical
 
     types = {"price": "numeric(12,2)", "active": "boolean", "created": "timestamp with time zone"}
     columns = ["id", "name", "qty", "price", "ratio", "active", "created"]
-    select = ", ".join(f"{canonical(c, types.get(c, 'text'))} AS {c}" for c in columns)
+    select = ", ".join(f"{canonical(c, types.get(c, 'text'), iso_dates=True)} AS {c}" for c in columns)
     return f"SELECT {select} FROM {SCHEMA}.{TABLE} ORDER BY id"
 
 

@@ -333,7 +333,8 @@ class PgSource:
         return int(status.split()[-1]), chunks
 
     def _select(self) -> str:
-        return ", ".join(canonical(quote(c), self.types[c]) for c in self.columns)
+        iso_dates = self._settings["DateStyle"].upper().startswith("ISO")
+        return ", ".join(canonical(quote(c), self.types[c], iso_dates) for c in self.columns)
 
     async def _plan(self, position: Any, limit: int) -> PagePlan | None:
         if self.key == ["ctid"]:
@@ -425,25 +426,33 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings=settings)
 
 
-# ISO 8601 with a T; the fraction only when there is one (as Python's isoformat writes it). The
-# format is picked per value: cutting ".000000" off with a regular expression cost more than the
-# rest of a row's formatting.
-_ISO = (
+# ISO 8601 with a T; the fraction only when there is one (as Python's isoformat writes it). Under
+# DateStyle ISO a timestamp's own text (years 1 to 9999) is that but for the T and the zeros
+# PostgreSQL cuts off the fraction; elsewhere to_char, its format picked per value. (Both beat
+# cutting ".000000" off with a regular expression, which cost more than the rest of a row.)
+_TO_CHAR = (
     "to_char({value}, CASE WHEN date_trunc('second', {value}) = {value} "
     "THEN 'YYYY-MM-DD\"T\"HH24:MI:SS' ELSE 'YYYY-MM-DD\"T\"HH24:MI:SS.US' END)"
 )
+_ISO_TEXT = (
+    "CASE WHEN {value} < '0001-01-01' OR {value} >= '10000-01-01' THEN " + _TO_CHAR + " "
+    "WHEN date_trunc('second', {value}) = {value} THEN replace({value}::text, ' ', 'T') "
+    "ELSE rpad(replace({value}::text, ' ', 'T'), 26, '0') END"
+)
 
 
-def canonical(column: str, sql_type: str) -> str:
+def canonical(column: str, sql_type: str, iso_dates: bool = False) -> str:
     """The expression that writes ``column`` as both databases' exports do (see plan.py): not
-    aliased, so that ORDER BY still names the column itself."""
+    aliased, so that ORDER BY still names the column itself. ``iso_dates``: the session's
+    DateStyle is ISO (a timestamp's text then needs only small changes)."""
+    iso = _ISO_TEXT if iso_dates else _TO_CHAR
     if sql_type == "boolean":
         return f"{column}::text"  # true / false
     if sql_type == "timestamp with time zone":
-        utc = _ISO.format(value=f"{column} AT TIME ZONE 'UTC'")
+        utc = iso.format(value=f"({column} AT TIME ZONE 'UTC')")
         return f"CASE WHEN isfinite({column}) THEN {utc} || '+00:00' ELSE {column}::text END"
     if sql_type.startswith("timestamp"):
-        return f"CASE WHEN isfinite({column}) THEN {_ISO.format(value=column)} ELSE {column}::text END"
+        return f"CASE WHEN isfinite({column}) THEN {iso.format(value=column)} ELSE {column}::text END"
     if sql_type.startswith("numeric"):
         return f"trim_scale({column})"  # no trailing zeros (an exponent it never writes)
     return column
