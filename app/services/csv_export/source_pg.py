@@ -20,11 +20,11 @@ ranges are contiguous and follow the key, so the pages laid end to end are the s
 file byte for byte, whatever N is; the file grows in order, so only a prefix is ever durable
 and the checkpoint stays one position and one offset (on S3 one multipart upload, no parts to
 assemble). The parallelism is the N pages being formatted by the server at once, while the
-caller writes the ones before. Memory stays near N + 2 pages (at most MAX_PAGE_BYTES each). A pause
-cancels the in-flight COPYs; a resume (or a retry after a crash) starts from the checkpoint's
-position in a new snapshot: one run's pages are one consistent view of the table, and rows
-changed between runs may or may not appear. The open snapshot holds back vacuum of the table's
-dead rows while a run lasts, and DDL on the table waits for the run to pause or end.
+caller writes the ones before; memory stays near N + 2 pages (at most MAX_PAGE_BYTES each).
+A pause cancels the in-flight COPYs; a resume (or a retry after a crash) starts from the
+checkpoint's position in a new snapshot: one run's pages are one consistent view of the table,
+and rows changed between runs may or may not appear. The open snapshot holds back vacuum of
+the table's dead rows while a run lasts, and DDL on the table waits for the run to pause or end.
 
 A full ``ORDER BY ctid LIMIT n`` would sort the whole rest of the table for every page, hence
 block ranges; ``step`` and ``k`` adapt to the rows the last pages held.
