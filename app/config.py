@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
     # cores, at most 4; one stream keeps one server core busy, so more only help with more).
     import_parallel: int = Field(0, ge=0, le=16)
     export_page_rows: int = Field(50_000, ge=1)
+    # PostgreSQL exports: pages COPYed at once, each on its own connection (one snapshot).
+    export_parallel: int = Field(default_factory=lambda: min(4, max(1, os.cpu_count() or 1)), ge=1, le=16)
     # Records an import samples (spread over head, middle and tail) to infer its column types.
     import_sample_records: int = Field(20_000, ge=1)
 

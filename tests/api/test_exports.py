@@ -252,7 +252,8 @@ async def pause_resume_until_done(
         await scribble_past_the_checkpoint(settings, app, checkpoint)
         assert (await client.post(f"/tasks/{task_id}/resume")).status_code == 202
     assert paused_mid >= 2, "the export finished before it could be paused mid-way"
-    task = await wait_state(client, task_id, "succeeded", "failed")
+    # The rest of the table, 5 rows a page, each with its checkpoint: slow on a loaded machine.
+    task = await wait_state(client, task_id, "succeeded", "failed", timeout=90)
     assert task["state"] == "succeeded", task
     return task
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers.apps import make_settings
 from tests.helpers.exports import PAGE_ROWS, Tables, expected_csv
@@ -34,12 +35,14 @@ def export(client: httpx.Client) -> str:
     return response.json()["id"]
 
 
-def test_crash_mid_export_then_restart_gives_identical_bytes(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_crash_mid_export_then_restart_gives_identical_bytes(db_url: str, tmp_path: Path, parallel: int) -> None:
+    """Killed with ``parallel`` pages in flight, restarted with another number of streams."""
     storage = tmp_path / "storage"
     settings = make_settings(db_url, storage)
     rows = asyncio.run(Tables(settings).people(count=ROWS))
     expected = expected_csv(["id", "name", "note", "qty"], rows)
-    server = LiveServer(db_url, storage, TSM_EXPORT_PAGE_ROWS=PAGE_ROWS)
+    server = LiveServer(db_url, storage, TSM_EXPORT_PAGE_ROWS=PAGE_ROWS, TSM_EXPORT_PARALLEL=parallel)
     with server, httpx.Client(base_url=server.url, timeout=10) as client:
         task_id = export(client)
         at_kill = wait_task(
@@ -54,7 +57,7 @@ def test_crash_mid_export_then_restart_gives_identical_bytes(db_url: str, tmp_pa
     with partial.open("ab") as handle:
         handle.write(b"half a page from the dead runner\n")
 
-    restarted = LiveServer(db_url, storage, TSM_EXPORT_PAGE_ROWS=PAGE_ROWS)
+    restarted = LiveServer(db_url, storage, TSM_EXPORT_PAGE_ROWS=PAGE_ROWS, TSM_EXPORT_PARALLEL=4 - parallel)
     with restarted, httpx.Client(base_url=restarted.url, timeout=10) as client:
         task = wait_task(client, task_id, lambda t: t["state"] in ("succeeded", "failed"))
         assert task["state"] == "succeeded", task

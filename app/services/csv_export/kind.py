@@ -12,8 +12,10 @@
             fails ("storage quota exceeded: …") and so its file is removed
 
 So a resumed export, after a pause or a crash, writes exactly the bytes an uninterrupted one
-would. Pages are read in separate transactions: the file is not one snapshot of the table, and
-rows written while the export runs may or may not appear in it (each page is consistent).
+would. On PostgreSQL the pages are read ``export_parallel`` at a time, all of one run in one
+snapshot, and handed to the writer in order (source_pg.py); a resumed run reads the rest in a new
+snapshot, so rows changed while the export was paused may or may not appear in it. SQLite reads
+page by page, each page consistent.
 """
 
 from __future__ import annotations
@@ -216,7 +218,9 @@ async def open_source(
     if url.startswith("sqlite"):
         return await SqliteSource.open(sqlite_tables_path(settings, owner), params.plan())
     schema = owner_schema(settings, owner)
-    return await PgSource.open(asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session)
+    return await PgSource.open(
+        asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session, settings.export_parallel
+    )
 
 
 def _files_work(ctx: TaskContext, file_id: str, size: int, **values: Any) -> Work:

@@ -1,17 +1,33 @@
-"""PostgreSQL export source: keyset pages streamed by ``COPY (SELECT ...) TO STDOUT`` (asyncpg).
+"""PostgreSQL export source: keyset pages streamed by ``COPY (SELECT ...) TO STDOUT`` (asyncpg),
+``parallel`` of them at once, each on its own connection, all in one snapshot.
 
 Each page's upper key is computed first (on the planning connection), then the page is one
-``COPY`` statement (one snapshot) on one of two worker connections, so the server formats the
-next page while this one is written, synced and checkpointed::
+``COPY`` statement on one of the worker connections, so the server formats the next pages
+while this one is written, synced and checkpointed::
 
     plan   hi = the n-th key after `last`            (any unique key: ORDER BY key OFFSET n-1)
             or lo = min(key > last), hi = lo + step   (an integer key: two index probes)
             or heap blocks [b, b + k)                 (no key: physical order, a TID range scan)
     fetch  COPY (SELECT cols FROM t WHERE key > last AND key <= hi AND <filters> ORDER BY key)
 
-Pages do not share a snapshot: rows written during an export may or may not appear in it.
-``ORDER BY ctid LIMIT n`` would sort the whole rest of the table for every page, hence block
-ranges; ``step`` and ``k`` adapt to the rows the last pages held.
+    planning conn   BEGIN REPEATABLE READ READ ONLY; pg_export_snapshot() ─┐  plans page 1, 2, 3 …
+    worker 1 … N    BEGIN REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT ┘  COPY page k on k mod N
+    caller          page 1 ─▶ page 2 ─▶ page 3 …  (in order: page k waits for k-1 to be kept)
+
+Why pages in key order rather than N big ranges cut from samples (TABLESAMPLE percentiles, or
+ctid ranges) and joined at the end: a page is the unit the checkpoint already counts. The
+ranges are contiguous and follow the key, so the pages laid end to end are the single-stream
+file byte for byte, whatever N is; the file grows in order, so only a prefix is ever durable
+and the checkpoint stays one position and one offset (on S3 one multipart upload, no parts to
+assemble). The parallelism is the N pages being formatted by the server at once, while the
+caller writes the ones before; memory stays near N + 2 pages (at most MAX_PAGE_BYTES each).
+A pause cancels the in-flight COPYs; a resume (or a retry after a crash) starts from the
+checkpoint's position in a new snapshot: one run's pages are one consistent view of the table,
+and rows changed between runs may or may not appear. The open snapshot holds back vacuum of
+the table's dead rows while a run lasts, and DDL on the table waits for the run to pause or end.
+
+A full ``ORDER BY ctid LIMIT n`` would sort the whole rest of the table for every page, hence
+block ranges; ``step`` and ``k`` adapt to the rows the last pages held.
 
 Filter values only ever travel as bound parameters: they are stored in session settings
 (``set_config($1, $2)``) and read back in the query with ``current_setting()``, because a
@@ -47,7 +63,6 @@ OUTPUT_SETTINGS = ("DateStyle", "IntervalStyle", "TimeZone", "extra_float_digits
 EXACT_COUNT_MAX_ROWS = 1_000_000
 MAX_BLOCKS_PER_PAGE = 1 << 20
 STEP_LIMIT_FACTOR = 16
-PREFETCH = 2  # pages being COPYed at once, each on its own connection
 MAX_PAGE_BYTES = 32 * 1024 * 1024  # a page is held in memory until it is written
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 
@@ -88,8 +103,11 @@ def literal(text: str) -> str:
 
 
 class PgSource:
-    def __init__(self, conn: asyncpg.Connection, schema: str, plan: ExportPlan, page_rows: int) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, schema: str, plan: ExportPlan, page_rows: int, parallel: int = 2
+    ) -> None:
         self.conn = conn
+        self.parallel = max(1, parallel)  # pages COPYed at once
         self.plan_limit = page_rows
         self.schema = schema
         self.plan = plan
@@ -111,11 +129,17 @@ class PgSource:
 
     @classmethod
     async def open(
-        cls, dsn: str, schema: str, plan: ExportPlan, page_rows: int, session: dict[str, str] | None = None
+        cls,
+        dsn: str,
+        schema: str,
+        plan: ExportPlan,
+        page_rows: int,
+        session: dict[str, str] | None = None,
+        parallel: int = 2,
     ) -> PgSource:
         """Connect, check the table, its columns, key and filters (NotFound / Unprocessable)."""
         conn = await _connect(dsn)
-        source = cls(conn, schema, plan, page_rows)
+        source = cls(conn, schema, plan, page_rows, parallel)
         source.dsn = dsn
         try:
             await source._describe()
@@ -231,43 +255,61 @@ class PgSource:
         return guess, False
 
     async def pages(self, position: Any, limit: int) -> AsyncGenerator[Page, None]:
-        """Pages in order, each COPYed by one of PREFETCH worker connections while the caller
-        writes, syncs and checkpoints the one before: the database formats pages in parallel."""
+        """Pages in order, each COPYed by one of ``parallel`` worker connections (one snapshot)
+        while the caller writes, syncs and checkpoints the ones before."""
         if not self.workers:
-            self.workers = [await self._worker() for _ in range(PREFETCH)]
+            await self._share_snapshot()
         in_flight: deque[tuple[PagePlan, asyncio.Task[tuple[int, list[bytes]]]]] = deque()
         planned, exhausted, count = position, False, 0
-        try:
-            while True:
-                while not exhausted and len(in_flight) < len(self.workers):
-                    plan = await self._plan(planned, min(limit, self.row_cap))
-                    if plan is None:
-                        exhausted = True
-                        break
-                    planned = plan.position
-                    worker = self.workers[count % len(self.workers)]  # free: its last page was consumed
-                    count += 1
-                    in_flight.append((plan, asyncio.create_task(self._fetch(worker, plan.query))))
-                if not in_flight:
+
+        async def fill() -> None:
+            """Plan and start pages until every worker has one."""
+            nonlocal planned, exhausted, count
+            while not exhausted and len(in_flight) < len(self.workers):
+                plan = await self._plan(planned, min(limit, self.row_cap))
+                if plan is None:
+                    exhausted = True
                     return
+                planned = plan.position
+                worker = self.workers[count % len(self.workers)]  # free: its last page is fetched
+                count += 1
+                in_flight.append((plan, asyncio.create_task(self._fetch(worker, plan.query))))
+
+        try:
+            await fill()
+            while in_flight:
                 plan, fetching = in_flight.popleft()
                 rows, chunks = await fetching
-                if rows:  # wide rows make shorter pages: memory stays near PREFETCH + 1 pages
+                if rows:  # wide rows make shorter pages: memory stays near parallel + 2 pages
                     self.row_cap = max(1, MAX_PAGE_BYTES * rows // max(1, sum(map(len, chunks))))
                 self._observe(plan, rows, min(limit, self.row_cap))
+                await fill()  # this page's worker starts the next one while the caller writes it
                 yield Page(plan.position, rows, chunks)
         finally:
             for _, fetching in in_flight:
                 fetching.cancel()
             await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
 
-    async def _worker(self) -> asyncpg.Connection:
+    async def _share_snapshot(self) -> None:
+        """Open the run's snapshot on the planning connection and join every worker to it."""
+        await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = await self.conn.fetchval("SELECT pg_export_snapshot()")
+        joining = [asyncio.ensure_future(self._worker(snapshot)) for _ in range(self.parallel)]
+        try:
+            await asyncio.gather(*joining)
+        finally:  # every connection made is closed by close(), even when another one failed
+            await asyncio.wait(joining)
+            self.workers = [j.result() for j in joining if not j.cancelled() and j.exception() is None]
+
+    async def _worker(self, snapshot: str) -> asyncpg.Connection:
         conn = await _connect(self.dsn)
         try:
             for name, value in self._settings.items():
                 await conn.execute("SELECT set_config($1, $2, false)", name, value)
             for setting, value in self._gucs:
                 await self._set(conn, setting, value, remember=False)
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await conn.execute(f"SET TRANSACTION SNAPSHOT {literal(snapshot)}")
         except BaseException:
             await conn.close()
             raise
@@ -291,7 +333,8 @@ class PgSource:
         return int(status.split()[-1]), chunks
 
     def _select(self) -> str:
-        return ", ".join(canonical(quote(c), self.types[c]) for c in self.columns)
+        iso_dates = self._settings["DateStyle"].upper().startswith("ISO")
+        return ", ".join(canonical(quote(c), self.types[c], iso_dates) for c in self.columns)
 
     async def _plan(self, position: Any, limit: int) -> PagePlan | None:
         if self.key == ["ctid"]:
@@ -383,20 +426,33 @@ async def _connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, server_settings=settings)
 
 
-# ISO 8601 with a T; the fraction only when there is one (as Python's isoformat writes it)
-_ISO = "regexp_replace(to_char({value}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '\\.000000$', '')"
+# ISO 8601 with a T; the fraction only when there is one (as Python's isoformat writes it). Under
+# DateStyle ISO a timestamp's own text (years 1 to 9999) is that but for the T and the zeros
+# PostgreSQL cuts off the fraction; elsewhere to_char, its format picked per value. (Both beat
+# cutting ".000000" off with a regular expression, which cost more than the rest of a row.)
+_TO_CHAR = (
+    "to_char({value}, CASE WHEN date_trunc('second', {value}) = {value} "
+    "THEN 'YYYY-MM-DD\"T\"HH24:MI:SS' ELSE 'YYYY-MM-DD\"T\"HH24:MI:SS.US' END)"
+)
+_ISO_TEXT = (
+    "CASE WHEN {value} < '0001-01-01' OR {value} >= '10000-01-01' THEN " + _TO_CHAR + " "
+    "WHEN date_trunc('second', {value}) = {value} THEN replace({value}::text, ' ', 'T') "
+    "ELSE rpad(replace({value}::text, ' ', 'T'), 26, '0') END"
+)
 
 
-def canonical(column: str, sql_type: str) -> str:
+def canonical(column: str, sql_type: str, iso_dates: bool = False) -> str:
     """The expression that writes ``column`` as both databases' exports do (see plan.py): not
-    aliased, so that ORDER BY still names the column itself."""
+    aliased, so that ORDER BY still names the column itself. ``iso_dates``: the session's
+    DateStyle is ISO (a timestamp's text then needs only small changes)."""
+    iso = _ISO_TEXT if iso_dates else _TO_CHAR
     if sql_type == "boolean":
         return f"{column}::text"  # true / false
     if sql_type == "timestamp with time zone":
-        utc = _ISO.format(value=f"{column} AT TIME ZONE 'UTC'")
+        utc = iso.format(value=f"({column} AT TIME ZONE 'UTC')")
         return f"CASE WHEN isfinite({column}) THEN {utc} || '+00:00' ELSE {column}::text END"
     if sql_type.startswith("timestamp"):
-        return f"CASE WHEN isfinite({column}) THEN {_ISO.format(value=column)} ELSE {column}::text END"
+        return f"CASE WHEN isfinite({column}) THEN {iso.format(value=column)} ELSE {column}::text END"
     if sql_type.startswith("numeric"):
         return f"trim_scale({column})"  # no trailing zeros (an exponent it never writes)
     return column
