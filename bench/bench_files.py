@@ -5,14 +5,20 @@
 
 Every server gets the same minimal HTTP/1.1 client (one keep-alive socket; request bodies go
 out with sendfile, response bodies are read into one reused buffer and dropped), so the client
-costs the same for each and the figures are the servers'. Best of --repeat runs; the page cache
-is warm for downloads and `sync` runs before every upload.
+costs the same for each and the figures are the servers'. Each case runs --rounds paired rounds,
+every contender once per round, the order reversed every other round; the table gives the
+median and the spread (min-max) of the per-round ratios. The page cache is warm for downloads.
+
+Uploads also run, in the same rounds, two references:
+    disk alone   the same bytes written (O_DIRECT) and fdatasync'ed per PATCH, no HTTP
+    ceiling      bench/drain_server.py: a bare ASGI app under this server's uvicorn settings
+                 that only reads the body (no database, no disk): the most receiving can give
 
 Peers (installed once, outside the repository):
     npm install --prefix /tmp/tuspeer @tus/server @tus/file-store      (done here if missing)
     apt-get install -y nginx-light
 
-    .venv/bin/python bench/bench_files.py [--size-mib 1024] [--repeat 3]
+    .venv/bin/python bench/bench_files.py [--size-mib 1024] [--rounds 5] [--only downloads]
 """
 
 from __future__ import annotations
