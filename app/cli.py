@@ -22,7 +22,6 @@ from app import __version__
 from app.config import Settings, get_settings
 from app.db import Database
 from app.errors import TSMError
-from app.http.server import ZeroCopyProtocol
 from app.logs import configure_logging
 from app.migrate import upgrade
 from app.services.owners import keys
@@ -59,7 +58,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds) + 5,
         "log_config": None,
-        "http": ZeroCopyProtocol,  # httptools, plus sendfile for downloads
+        "http": "app.http.server:ZeroCopyProtocol",  # httptools, larger body messages, sendfile
     }
 
 

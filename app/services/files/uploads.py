@@ -12,11 +12,11 @@ The final UPDATE is fenced by the token, so a writer that lost its lease can nev
 offset. Offsets only ever name bytes already in the store (app/services/files/store.py).
 
 Each lock and progress update is one statement that commits on its own (one round trip: a
-PATCH pays two). They commit without waiting for the database's WAL flush (PostgreSQL
-``synchronous_commit = off``, set inside the statement): a database crash can only lose the newest of them, which moves
-an offset back, never ahead of the disk — the client gets a 409, HEADs, and resends the
-difference. The commit that completes an upload does wait: a client that was told "done"
-stops sending and could not repair a lost completion.
+PATCH pays two), built once. They commit without waiting for the database's WAL flush
+(PostgreSQL ``synchronous_commit = off``, set inside the statement): a database crash can only
+lose the newest of them, which moves an offset back, never ahead of the disk — the client gets
+a 409, HEADs, and resends the difference. The commit that completes an upload does wait: a
+client that was told "done" stops sending and could not repair a lost completion.
 """
 
 from __future__ import annotations
