@@ -7,21 +7,28 @@
 
 Every server gets the same minimal HTTP/1.1 client (one keep-alive socket; request bodies go
 out with sendfile, response bodies are read into one reused buffer and dropped), so the client
-costs the same for each and the figures are the servers'. Best of --repeat runs; the page cache
-is warm for downloads and `sync` runs before every upload.
+costs the same for each and the figures are the servers'. Each case runs --rounds paired rounds,
+every contender once per round, the order reversed every other round; the table gives the
+median and the spread (min-max) of the per-round ratios. The page cache is warm for downloads.
+
+Uploads also run, in the same rounds, two references:
+    disk alone   the same bytes written (O_DIRECT) and fdatasync'ed per PATCH, no HTTP
+    ceiling      bench/drain_server.py: a bare ASGI app under this server's uvicorn settings
+                 that only reads the body (no database, no disk): the most receiving can give
 
 Peers (installed once, outside the repository):
     npm install --prefix /tmp/tuspeer @tus/server @tus/file-store      (done here if missing)
     apt-get install -y nginx-light
 
-    .venv/bin/python bench/bench_files.py [--size-mib 1024] [--repeat 3]
-    .venv/bin/python bench/bench_files.py --only concat --repeat 5
+    .venv/bin/python bench/bench_files.py [--size-mib 1024] [--rounds 5] [--only downloads]
+    .venv/bin/python bench/bench_files.py --only concat --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import mmap
 import os
 import shutil
@@ -32,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -266,23 +275,55 @@ def download(port: int, path: str, byte_range: tuple[int, int] | None) -> tuple[
     return elapsed, received
 
 
+def download_rate(port: int, path: str, byte_range: tuple[int, int] | None, size: int) -> float:
+    expected = size if byte_range is None else byte_range[1] - byte_range[0] + 1
+    seconds, received = download(port, path, byte_range)
+    assert received == expected, (received, expected)
+    return expected / seconds / MIB
+
+
 def span_of(size: int) -> tuple[int, int]:
     """A 512 MiB (half the file) range that starts off any block boundary."""
     return size // 7, size // 7 + size // 2 - 1
 
 
-def best(times: list[float]) -> float:
-    return min(times)
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def paired(rounds: int, runs: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each round runs every contender once (the order alternates: forwards, then backwards),
+    so that drift in the machine's load falls on all of them alike. Returns the MB/s per round."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for number in range(rounds):
+        order = list(runs) if number % 2 == 0 else list(reversed(runs))
+        for name in order:
+            rates[name].append(runs[name]())
+    return rates
+
+
+def ratios(ours: list[float], theirs: list[float]) -> list[float]:
+    return [a / b for a, b in zip(ours, theirs, strict=True)]
+
+
+def start_drain(port: int, log: Any) -> subprocess.Popen[bytes]:
+    """The ceiling: a bare ASGI app under this server's uvicorn settings that only reads bodies."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}", "TSM_PORT": str(port)}
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "drain_server.py")], env=env, stdout=log, stderr=log)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds per case (median and spread)")
     parser.add_argument(
         "--only",
-        choices=("upload-1", "upload-8mib", "uploads", "concat"),
-        help="run only one upload case (no downloads); concat: parallel partial uploads vs one stream",
+        choices=("upload-1", "upload-8mib", "uploads", "downloads", "concat"),
+        help="run only some cases; concat: parallel partial uploads vs one stream",
     )
     args = parser.parse_args()
     size = args.size_mib * MIB
@@ -308,7 +349,7 @@ def main() -> int:
     try:
         make_data(data, size)
         db_url = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{bench_db}"
-        tsm_port, tus_port, nginx_port = free_port(), free_port(), free_port()
+        tsm_port, tus_port, nginx_port, drain_port = free_port(), free_port(), free_port(), free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -323,7 +364,7 @@ def main() -> int:
         if args.only == "concat":
             wait_port(tsm_port, tsm)
             try:
-                concat_rounds(tsm_port, data, max(args.repeat, 5))
+                concat_rounds(tsm_port, data, max(args.rounds, 5))
             except Exception:
                 print((work / "servers.log").read_text()[-4000:], file=sys.stderr)
                 raise
@@ -341,72 +382,101 @@ def main() -> int:
         (work / "nginx.conf").write_text(NGINX_CONF.format(tmp=work, port=nginx_port, root=work / "www"))
         nginx_process = subprocess.Popen([nginx, "-c", str(work / "nginx.conf")], stdout=log, stderr=log)
         processes.append(nginx_process)
-        for port, process in ((tsm_port, tsm), (tus_port, tus), (nginx_port, nginx_process)):
+        drain = start_drain(drain_port, log)
+        processes.append(drain)
+        for port, process in ((tsm_port, tsm), (tus_port, tus), (nginx_port, nginx_process), (drain_port, drain)):
             wait_port(port, process)
 
-        results: dict[str, dict[str, float]] = {}
-        ceilings: dict[str, float] = {}  # the disk's durable rate: what any server may reach
-        tsm_path = ""
+        rows: list[tuple[str, dict[str, list[float]], str]] = []
+        last_upload: list[str] = []  # our newest upload: what the downloads read
+
+        def ours(chunk: int | None) -> float:
+            seconds, path = upload(tsm_port, data, chunk)
+            wait_hashed(tsm_port, path)
+            with Connection("127.0.0.1", tsm_port) as conn:
+                for old in last_upload:
+                    conn.request("DELETE", old, {"Tus-Resumable": "1.0.0"})
+            last_upload[:] = [path]
+            return size / seconds / MIB
+
+        def peer(chunk: int | None) -> float:
+            seconds, _ = upload(tus_port, data, chunk)
+            for leftover in (work / "tus").iterdir():
+                leftover.unlink()
+            return size / seconds / MIB
+
+        def disk(chunk: int | None) -> float:
+            return size / durable_disk(data, work / "disk.bin", chunk) / MIB
+
+        def ceiling(chunk: int | None) -> float:
+            return size / upload(drain_port, data, chunk)[0] / MIB
+
         cases = [("upload, one PATCH", None), ("upload, 8 MiB PATCHes", 8 * MIB)]
         if args.only == "upload-1":
             cases = cases[:1]
         elif args.only == "upload-8mib":
             cases = cases[1:]
+        elif args.only == "downloads":
+            cases = cases[1:]  # one upload case gives the downloads their file
         for label, chunk in cases:
-            ours, peer = [], []
-            for _ in range(args.repeat):
-                seconds, tsm_path_run = upload(tsm_port, data, chunk)
-                ours.append(seconds)
-                wait_hashed(tsm_port, tsm_path_run)
-                if tsm_path:
-                    with Connection("127.0.0.1", tsm_port) as conn:
-                        conn.request("DELETE", tsm_path, {"Tus-Resumable": "1.0.0"})
-                tsm_path = tsm_path_run
-                seconds, _ = upload(tus_port, data, chunk)
-                peer.append(seconds)
-                for leftover in (work / "tus").iterdir():
-                    leftover.unlink()
-            results[label] = {"ours": size / best(ours) / MIB, "peer": size / best(peer) / MIB}
-            disk = [durable_disk(data, work / "disk.bin", chunk) for _ in range(args.repeat)]
-            ceilings[label] = size / best(disk) / MIB
+            runs = {
+                "tsm": functools.partial(ours, chunk),
+                "peer": functools.partial(peer, chunk),
+                "disk": functools.partial(disk, chunk),
+                "ceiling": functools.partial(ceiling, chunk),
+            }
+            rounds = 1 if args.only == "downloads" else args.rounds
+            rows.append((label, paired(rounds, runs), "@tus/server"))
 
         # Downloads: the last upload, served by us and (hard-linked, same page cache) by nginx.
-        file_id = tsm_path.rsplit("/", 1)[1]
-        download_cases = [] if args.only else [("download, full", None), ("download, 512 MiB range", span_of(size))]
-        if download_cases:
+        download_cases = []
+        if args.only in (None, "downloads"):
+            download_cases = [("download, full", None), ("download, 512 MiB range", span_of(size))]
+            file_id = last_upload[0].rsplit("/", 1)[1]
             os.link(work / "tsm" / "files" / file_id, work / "www" / "data.bin")
+            download(tsm_port, last_upload[0], None)  # warm the page cache for both
         for label, byte_range in download_cases:
-            ours, peer = [], []
-            expected = size if byte_range is None else byte_range[1] - byte_range[0] + 1
-            for _ in range(args.repeat):
-                seconds, received = download(tsm_port, tsm_path, byte_range)
-                assert received == expected, (received, expected)
-                ours.append(seconds)
-                seconds, received = download(nginx_port, "/data.bin", byte_range)
-                assert received == expected, (received, expected)
-                peer.append(seconds)
-            moved = expected / MIB
-            results[label] = {"ours": moved / best(ours), "peer": moved / best(peer)}
+            runs = {
+                "tsm": functools.partial(download_rate, tsm_port, last_upload[0], byte_range, size),
+                "peer": functools.partial(download_rate, nginx_port, "/data.bin", byte_range, size),
+            }
+            rows.append((label, paired(args.rounds, runs), "nginx"))
 
-        print(f"\nfiles benchmark: {args.size_mib} MiB, best of {args.repeat}, loopback, {os.cpu_count()} CPUs")
-        print(f"{'case':<26}{'tsm MB/s':>12}{'peer MB/s':>12}{'ratio':>8}   peer")
-        for label, row in results.items():
-            peer_name = "@tus/server" if label.startswith("upload") else "nginx"
-            ratio = row["ours"] / row["peer"]
-            print(f"{label:<26}{row['ours']:>12.0f}{row['peer']:>12.0f}{ratio:>8.2f}   {peer_name}")
-        print("(MB/s here = MiB/s; targets: upload ratio >= 1.2, download ratio >= 0.5)")
-        for label, ceiling in ceilings.items():
-            print(
-                f"{label}: the disk alone writes and fdatasyncs {ceiling:.0f} MB/s (no HTTP); "
-                f"1.2x the peer would need {1.2 * results[label]['peer']:.0f}. "
-                "@tus/file-store never fsyncs, so its rate is the page cache's, not the disk's."
-            )
+        report(rows, args, size)
         return 0
     finally:
         for process in processes:
             stop(process)
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("TSM_BENCH_KEEP"):
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)'))
+
+
+def report(rows: list[tuple[str, dict[str, list[float]], str]], args: argparse.Namespace, size: int) -> None:
+    print(
+        f"\nfiles benchmark: {args.size_mib} MiB, median of {args.rounds} paired rounds [min-max], "
+        f"loopback, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'case':<26}{'tsm MB/s':>10}{'peer MB/s':>11}{'ratio':>7}{'spread':>12}   peer")
+    for label, rates, peer_name in rows:
+        ratio = ratios(rates["tsm"], rates["peer"])
+        print(
+            f"{label:<26}{median(rates['tsm']):>10.0f}{median(rates['peer']):>11.0f}"
+            f"{median(ratio):>7.2f}{spread(ratio):>12}   {peer_name}"
+        )
+    print("(MB/s = MiB/s)")
+    for label, rates, _peer in rows:
+        if "disk" not in rates:
+            continue
+        to_disk, to_ceiling = ratios(rates["tsm"], rates["disk"]), ratios(rates["tsm"], rates["ceiling"])
+        print(
+            f"{label}: disk alone (write + fdatasync per PATCH, no HTTP) {median(rates['disk']):.0f} MB/s, "
+            f"tsm/disk {median(to_disk):.2f} [{spread(to_disk)}]; ceiling (bare ASGI app draining the body, "
+            f"same uvicorn) {median(rates['ceiling']):.0f} MB/s, tsm/ceiling {median(to_ceiling):.2f} "
+            f"[{spread(to_ceiling)}]. @tus/file-store never fsyncs: its rate is the page cache's."
+        )
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ this same response, so the two routers share it here rather than import each oth
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.http.problems import problems
-from app.http.ranges import Download, plan_download, stream_body
+from app.http.ranges import Download, Piece, body_pieces, plan_download, stream_body
+from app.http.server import ZEROCOPY
+from app.metrics import BYTES_DOWNLOADED
 from app.services.files.catalog import get_file
 from app.services.files.downloads import StoredFile, stored_file
 from app.services.owners.keys import Principal
@@ -67,5 +72,31 @@ async def download_response(
         return Response(status_code=plan.status, headers=plan.headers, media_type=media_type)
     if method == "GET" and (redirect := await _presigned_redirect(request, stored, plan)) is not None:
         return redirect
+    if ZEROCOPY in request.scope.get("extensions", {}) and (handle := await stored.open_local()) is not None:
+        return SendfileResponse(handle, body_pieces(plan), plan)
     body = stream_body(plan, stored.read_range)
     return StreamingResponse(body, status_code=plan.status, headers=plan.headers, media_type=plan.content_type)
+
+
+class SendfileResponse(Response):
+    """The body's file ranges go out as ASGI zero-copy sends (app/http/server.py: sendfile),
+    the multipart heads around them as ordinary body messages."""
+
+    def __init__(self, handle: BinaryIO, pieces: list[Piece], plan: Download) -> None:
+        super().__init__(status_code=plan.status, headers=plan.headers, media_type=plan.content_type)
+        self.handle, self.pieces = handle, pieces
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            for piece in self.pieces:
+                if isinstance(piece, bytes):
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    continue
+                first, last = piece
+                message = {"type": ZEROCOPY, "file": self.handle, "offset": first, "count": last - first + 1}
+                await send({**message, "more_body": True})
+                BYTES_DOWNLOADED.inc(last - first + 1)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.handle.close()

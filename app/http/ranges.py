@@ -188,18 +188,27 @@ def _tail(plan: Download) -> bytes:
     return f"--{plan.boundary}--\r\n".encode()
 
 
-async def stream_body(plan: Download, read_range: ReadRange) -> AsyncIterator[bytes]:
+Piece = bytes | tuple[int, int]  # literal bytes, or an inclusive range of the file
+
+
+def body_pieces(plan: Download) -> list[Piece]:
     """The response body for ``plan``: one range as is, several as multipart/byteranges parts."""
     if not plan.ranges:
-        return
+        return []
     if plan.boundary is None:
-        first, last = plan.ranges[0]
-        async for block in read_range(first, last):
-            yield block
-        return
-    for head, (first, last) in _part_heads(plan):
-        yield head
-        async for block in read_range(first, last):
-            yield block
-        yield b"\r\n"
-    yield _tail(plan)
+        return [plan.ranges[0]]
+    pieces: list[Piece] = []
+    for head, byte_range in _part_heads(plan):
+        pieces += [head, byte_range, b"\r\n"]
+    pieces.append(_tail(plan))
+    return pieces
+
+
+async def stream_body(plan: Download, read_range: ReadRange) -> AsyncIterator[bytes]:
+    """The body's bytes, the file's ranges read through ``read_range``."""
+    for piece in body_pieces(plan):
+        if isinstance(piece, bytes):
+            yield piece
+        else:
+            async for block in read_range(*piece):
+                yield block

@@ -68,7 +68,6 @@ def contains(data: bytes, needle: bytes) -> bool:
     return any(data.find(needle, at, at + step + overlap) >= 0 for at in range(0, len(data), step))
 
 
-
 def last_boundary(buf: bytes | memoryview, start: int, limit: int, quote: int) -> int | None:
     """End (exclusive) of the last complete record in ``buf[start:limit]``, or None.
 

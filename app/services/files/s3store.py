@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -283,6 +284,9 @@ class S3Store:
             "ResponseContentType": content_type,
         }
         return str(await self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS))
+
+    def local_path(self, file_id: str) -> Path | None:
+        return None
 
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         answer = await self._call("get_object", Key=self.key(file_id), Range=f"bytes={first}-{last}")

@@ -122,6 +122,10 @@ class ByteStore(Protocol):
         """Bytes ``first..last`` (inclusive) of a complete file, the next block read ahead."""
         ...
 
+    def local_path(self, file_id: str) -> Path | None:
+        """The file on this machine's disk, for a server that can send it itself (None: not local)."""
+        ...
+
     async def sha256(self, file_id: str) -> str: ...
 
     async def delete(self, file_id: str, multipart: dict[str, Any] | None) -> None:
@@ -211,6 +215,9 @@ class LocalStore:
 
     async def presigned_url(self, file_id: str, *, filename: str, content_type: str) -> str | None:
         return None
+
+    def local_path(self, file_id: str) -> Path | None:
+        return file_path(self.settings, file_id)
 
     async def read_range(self, file_id: str, first: int, last: int) -> AsyncIterator[bytes]:
         async with aiofiles.open(file_path(self.settings, file_id), "rb", buffering=0) as handle:

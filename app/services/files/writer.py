@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiofiles
 import aiofiles.os
 
 from app.errors import PayloadTooLarge
@@ -92,6 +91,11 @@ def _open_direct(path: Path) -> int | None:
         return os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
     except (OSError, AttributeError):
         return None
+
+
+def _open_both(path: Path, direct: bool) -> tuple[int, int | None]:
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    return fd, _open_direct(path) if direct else None
 
 
 def _write_all(fd: int, data: memoryview, offset: int) -> None:
@@ -240,24 +244,23 @@ async def receive(
     """
     complete = True
     short = expected is not None and expected <= DIRECT_MAX_BYTES
-    direct_fd = await asyncio.to_thread(_open_direct, path) if short else None
+    fd, direct_fd = await asyncio.to_thread(_open_both, path, short)  # one hop for both descriptors
     try:
-        async with aiofiles.open(path, "r+b", buffering=0) as file:
-            fd = file.fileno()
-            pipeline = _Pipeline(state, fd, direct_fd)
-            try:
-                async for chunk in accepted(state, chunks, limit=limit, limit_message=limit_message):
-                    await pipeline.add(chunk)
-            except BodyInterrupted:
-                complete = False
-            finally:
-                # Whatever happened, leave the file consistent with what was written before anyone looks.
-                position = await pipeline.finish()
-                await _fdatasync(fd)
-                state.durable = position
+        pipeline = _Pipeline(state, fd, direct_fd)
+        try:
+            async for chunk in accepted(state, chunks, limit=limit, limit_message=limit_message):
+                await pipeline.add(chunk)
+        except BodyInterrupted:
+            complete = False
+        finally:
+            # Whatever happened, leave the file consistent with what was written before anyone looks.
+            position = await pipeline.finish()
+            await _fdatasync(fd)
+            state.durable = position
     finally:
-        if direct_fd is not None:
-            os.close(direct_fd)
+        for descriptor in (fd, direct_fd):
+            if descriptor is not None:
+                os.close(descriptor)  # a plain close: the fdatasync above already flushed
     return complete
 
 
