@@ -20,7 +20,7 @@ the encryption) and serves it with ``os.sendfile`` on a duplicate of the socket'
     * a client that went away ends the body (as a write to a closed transport would).
 
 Anything else (HEAD, chunked framing) goes through uvicorn's own ``send`` untouched. The
-subclass leans on uvicorn's cycle fields (pyproject pins uvicorn below 1.0); the live tests run
+subclass leans on uvicorn's cycle fields (pyproject pins uvicorn to the 0.55 series); the live tests run
 every upload and download through it.
 """
 
