@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     # cores, at most 4; one stream keeps one server core busy, so more only help with more).
     import_parallel: int = Field(0, ge=0, le=16)
     export_page_rows: int = Field(50_000, ge=1)
-    # PostgreSQL exports: pages COPYed at once, each on its own connection (one snapshot).
-    export_parallel: int = Field(default_factory=lambda: min(4, max(1, os.cpu_count() or 1)), ge=1, le=16)
+    # PostgreSQL exports: pages COPYed at once, each on its own connection (one snapshot);
+    # 0: as for imports.
+    export_parallel: int = Field(0, ge=0, le=16)
     # Records an import samples (spread over head, middle and tail) to infer its column types.
     import_sample_records: int = Field(20_000, ge=1)
 
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def import_streams(self) -> int:
+        return _streams(self.import_parallel)
+
+    @property
+    def export_streams(self) -> int:
+        return _streams(self.export_parallel)
 
     @property
     def effective_database_url(self) -> str:
@@ -105,3 +114,11 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+MOST_STREAMS_BY_DEFAULT = 4
+
+
+def _streams(setting: int) -> int:
+    """Parallel COPY streams: the setting, or (0) one per core of this machine, up to a few."""
+    return setting or max(1, min(os.cpu_count() or 1, MOST_STREAMS_BY_DEFAULT))

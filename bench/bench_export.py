@@ -246,7 +246,7 @@ def main() -> int:
 
     from app.config import Settings
 
-    parallel = args.parallel or Settings(_env_file=None).export_parallel  # type: ignore[call-arg]
+    parallel = args.parallel or Settings(_env_file=None).export_streams  # type: ignore[call-arg]
     database = f"tsm_bench_export_{os.getpid()}"
     shutil.rmtree(DATA, ignore_errors=True)
     storage = DATA / "storage"

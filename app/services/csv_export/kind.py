@@ -219,7 +219,7 @@ async def open_source(
         return await SqliteSource.open(sqlite_tables_path(settings, owner), params.plan())
     schema = owner_schema(settings, owner)
     return await PgSource.open(
-        asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session, settings.export_parallel
+        asyncpg_dsn(url), schema, params.plan(), settings.export_page_rows, session, settings.export_streams
     )
 
 

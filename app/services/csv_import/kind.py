@@ -44,7 +44,7 @@ from app.services.csv_import.errors import ImportFailed, TypeFallback
 from app.services.csv_import.loader import CHECKPOINT_VERSION, Commit, ImportCheckpoint, Loader, as_json
 from app.services.csv_import.loader_pg import PgLoader
 from app.services.csv_import.loader_sqlite import SqliteLoader
-from app.services.csv_import.parallel import ParallelLoad, loaded_bytes, stream_count
+from app.services.csv_import.parallel import ParallelLoad, loaded_bytes
 from app.services.csv_import.params import ImportParams, append_columns, check_encoding, staging_name, target_columns
 from app.services.csv_import.reader import Source
 from app.services.csv_import.rejects import Rejects, remove_rejects
@@ -311,7 +311,7 @@ class _Job:
         size = min(most, FIRST_BATCH_BYTES)
         split = self.loader.split_batches
         reader = BatchReader(path, state["end"], most, ord(self.params.quote or '"'), split=split)
-        streams = stream_count(self.settings.import_parallel)
+        streams = self.settings.import_streams
         if isinstance(self.loader, PgLoader) and rejects is None and (streams > 1 or state.get("loaded")):
             sizes = (size, min(most, MIN_BATCH_BYTES), most)
             self.streams = streams

@@ -25,7 +25,6 @@ reject file is written in record order, which one stream keeps by itself.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,14 +41,8 @@ if TYPE_CHECKING:
     from app.services.csv_import.loader_pg import PgLoader
     from app.services.runtime.context import TaskContext
 
-MOST_STREAMS_BY_DEFAULT = 4
 # Streams of stopped loads still rolling back (referenced, so that they run to their end)
 _WINDING_DOWN: set[asyncio.Future[None]] = set()
-
-
-def stream_count(setting: int) -> int:
-    """COPY streams for one import: the setting, or (0) the machine's cores up to a few."""
-    return setting or max(1, min(os.cpu_count() or 1, MOST_STREAMS_BY_DEFAULT))
 
 
 def loaded_bytes(state: ImportCheckpoint) -> int:
