@@ -17,12 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -105,7 +107,17 @@ def timed_import(url: str, table: str) -> tuple[float, dict]:
     return elapsed, task
 
 
-def pause_latencies(url: str, count: int) -> list[float]:
+def server_pause_seconds(url: str, task_id: str) -> float:
+    """Request → ``paused`` as the server recorded them (the task's events): no polling in it."""
+    answer = httpx.get(f"{url}/tasks/{task_id}/events", params={"follow": "false"}, timeout=30)
+    events = [json.loads(line[5:]) for line in answer.text.splitlines() if line.startswith("data:")]
+    states = [e for e in events if "message" in e and "at" in e]
+    requested = [e["at"] for e in states if e["message"] == "pause requested"][-1]
+    paused = [e["at"] for e in states if e["state"] == "paused"][-1]
+    return (datetime.fromisoformat(paused) - datetime.fromisoformat(requested)).total_seconds()
+
+
+def pause_latencies(url: str, count: int, server_side: list[float] | None = None) -> list[float]:
     latencies: list[float] = []
     round_ = 0
     while len(latencies) < count:
@@ -124,6 +136,8 @@ def pause_latencies(url: str, count: int) -> list[float]:
             if task["state"] != "paused":
                 break
             latencies.append(time.perf_counter() - sent)
+            if server_side is not None:
+                server_side.append(server_pause_seconds(url, task_id))
             httpx.post(f"{url}/tasks/{task_id}/resume", timeout=30).raise_for_status()
     return latencies
 
@@ -157,6 +171,12 @@ def parallel_psql(parts: list[Path]) -> float:
     if any(proc.wait() != 0 for proc in procs):
         raise RuntimeError("a parallel psql failed")
     return time.perf_counter() - started
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = sorted(1000 * x for x in seconds)
+    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    return f"p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms"
 
 
 def spread(values: list[float]) -> str:
@@ -239,10 +259,10 @@ def main() -> None:
             print(f"paired ratio service / psql \\copy: {spread(ratios)} (target >= 1.3)")
             print(f"paired ratio {len(parts)} x psql at once / psql \\copy (the ceiling): {spread(ceilings)}")
             print(f"(service = API start → succeeded, PostgreSQL, column types {types})")
-            latencies = pause_latencies(server.url, args.pauses)
-            ms = sorted(1000 * x for x in latencies)
-            p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-            print(f"pause latency over {len(ms)} pauses: p50 {statistics.median(ms):.0f} ms, p95 {p95:.0f} ms")
+            server_side: list[float] = []
+            latencies = pause_latencies(server.url, args.pauses, server_side)
+            print(f"pause latency over {len(latencies)} pauses, POST → GET says paused: {percentiles(latencies)}")
+            print(f"  of which in the server (request → paused, from the task's events): {percentiles(server_side)}")
 
         if not args.skip_sqlite:
             storage = work / "sqlite"
