@@ -76,23 +76,17 @@ router = APIRouter(prefix="/files", tags=["uploads (tus 1.0)"], route_class=TusR
 NOT_FOUND = (404, "No such upload (or not yours).")
 _SIZE = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
 TUS_RESUMABLE = ("Tus-Resumable", True, {"type": "string", "enum": ["1.0.0"]}, "The tus version; others → 412.")
-UPLOAD_LENGTH = (
+UPLOAD_LENGTH = (  # required but in two cases a header's schema cannot say: the description does
     "Upload-Length",
-    False,
+    True,
     _SIZE,
     "The upload's size in bytes: required, unless `Upload-Defer-Length: 1` defers it to a later PATCH "
     "or `Upload-Concat: final;…` makes it the sum of the partial uploads' (then it must be absent).",
 )
 UPLOAD_OFFSET = ("Upload-Offset", True, _SIZE, "Where this chunk starts: the offset HEAD reported.")
-UPLOAD_CONCAT = (
-    "Upload-Concat",
-    False,
-    {"type": "string", "examples": ["partial", "final;/files/<id> /files/<id>"]},
-    "tus concatenation: `partial` creates a partial upload; `final;` and the URLs of finished partial "
-    "uploads (yours, in order, at most 64) creates their concatenation, with no Upload-Length and no body.",
-)
-# Upload-Metadata and Upload-Checksum are documented in the route descriptions and the README:
-# their grammar (base64 of UTF-8, digests of an exact length) is more than a schema can say.
+# Upload-Metadata, Upload-Checksum and Upload-Concat are documented in the route descriptions and
+# the README: their grammar (base64 of UTF-8, digests of an exact length, this server's upload
+# URLs) is more than a schema can say.
 OFFSET_BODY = {"content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
 
 
@@ -193,13 +187,14 @@ async def tus_options(request: Request) -> Response:
     status_code=201,
     response_class=Response,
     responses=problems(400, 401, NOT_FOUND, 409, 410, 412, 413, 415, 423, 429),
-    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_LENGTH, UPLOAD_CONCAT, body="optional"),
+    openapi_extra=_tus_extra(TUS_RESUMABLE, UPLOAD_LENGTH, body="optional"),
 )
 async def create_upload(request: Request, database: DatabaseDep, principal: PrincipalDep) -> Response:
     """Create an upload (Upload-Length or Upload-Defer-Length: 1); a body makes it creation-with-upload.
 
-    `Upload-Concat: partial` makes it a partial upload; `Upload-Concat: final;<urls>` concatenates
-    finished partial uploads into a new, complete upload (201 once its bytes are durable)."""
+    `Upload-Concat: partial` makes it a partial upload; `Upload-Concat: final;<urls>` (the URLs of
+    your finished partial uploads, in order, at most 64; no Upload-Length, no body) concatenates
+    them into a new, complete upload (201 once its bytes are durable)."""
     check_version(request.headers.get("tus-resumable"))
     parts = parse_concat(request.headers.get("upload-concat"))
     if parts:
