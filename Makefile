@@ -31,7 +31,7 @@ test:             ## the whole suite (PostgreSQL tests run when it is reachable)
 	$(BIN)/pytest
 
 bench:            ## every benchmark against its peer (minutes; see BENCHMARKS.md)
-	PYTHONPATH=. $(BIN)/python bench/bench_import.py --rounds 3
-	PYTHONPATH=. $(BIN)/python bench/bench_export.py --runs 3
-	PYTHONPATH=. $(BIN)/python bench/bench_files.py --repeat 3
+	PYTHONPATH=. $(BIN)/python bench/bench_import.py --rounds 5
+	PYTHONPATH=. $(BIN)/python bench/bench_export.py --rounds 5
+	PYTHONPATH=. $(BIN)/python bench/bench_files.py --rounds 5
 	PYTHONPATH=. $(BIN)/python bench/bench_observability.py --repeat 3
