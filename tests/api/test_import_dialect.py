@@ -92,6 +92,8 @@ async def test_a_later_misfit_widens_the_column_not_fails(env: ImportEnv, value,
     assert "widened to" in fallback["message"] and value in fallback["message"]
     rows = await env.rows("late", cast=True)
     assert len(rows) == 6000 and dict(rows)["1500"] in (value, "2.50")
+    events = (await env.client.get(f"/tasks/{task['id']}/events", params={"follow": "false"})).text
+    assert events.count('"state": "running"') + events.count('"state":"running"') == 1, events  # one run
     assert await env.tables() == ["late"]
 
 

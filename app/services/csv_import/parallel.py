@@ -89,6 +89,7 @@ class ParallelLoad:
         self.reading: asyncio.Future[Batch | None] | None = None
 
     async def run(self) -> None:
+        self.loader.halt.clear()  # a load after a widened column starts afresh
         producer = asyncio.ensure_future(self._guarded(self.produce()))
         streams = [asyncio.ensure_future(self._guarded(self.stream())) for _ in range(self.streams)]
         loading = asyncio.gather(*streams)
