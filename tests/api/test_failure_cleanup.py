@@ -161,7 +161,8 @@ def test_kill_on_the_last_attempt_of_an_import_leaves_nothing(db_url: str, tmp_p
         staging = asyncio.run(list_tables(db_url, settings))
         assert len(staging) == 1 and staging[0].startswith("tsm_import_"), staging
         assert asyncio.run(read_rows(db_url, settings, staging[0])), "the staging table has rows"
-        assert get_task(server, task_id)["state"] == "running"
+        still = get_task(server, task_id)
+        assert still["state"] == "running", still
         server.kill()
     assert (storage / "files" / rejects["id"]).exists()
     with LiveServer(db_url, storage, **env) as again:
